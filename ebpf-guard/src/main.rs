@@ -1,0 +1,2 @@
+//! The `ebpf-guard` agent.
+fn main() {}

@@ -1,0 +1,3 @@
+//! vault-env: resolves `vault:` references in a process environment and execs the app.
+//!
+//! The library half is shared with the webhook, so both sides agree on what a reference is.

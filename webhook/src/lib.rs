@@ -1,0 +1,1 @@
+//! vault-secrets-webhook: the admission side of Strongroom.

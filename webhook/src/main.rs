@@ -1,0 +1,2 @@
+//! The `vault-secrets-webhook` binary.
+fn main() {}
