@@ -1,1 +1,3 @@
 //! vault-secrets-webhook: the admission side of Strongroom.
+
+pub mod image;

@@ -1,2 +1,46 @@
-//! Project tasks.
-fn main() {}
+//! Project tasks: `cargo xtask test | demo | bench | vm-test | dist`.
+//!
+//! Each subcommand lives in its own module; `deps` installs what a fresh machine lacks.
+mod deps;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Strongroom project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything CI runs: fmt, clippy -D warnings, unit and integration tests, VM tests.
+    Test(test::Args),
+    /// Install the system packages and Python tools the tests and demo need.
+    Deps,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(args) => test::run(&args),
+        Command::Deps => deps::ensure_all(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
