@@ -1,3 +1,10 @@
 //! vault-env: resolves `vault:` references in a process environment and execs the app.
 //!
 //! The library half is shared with the webhook, so both sides agree on what a reference is.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod reference;
+pub mod secret;
+pub mod template;
