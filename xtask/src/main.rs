@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; `deps` installs what a fresh machine lacks.
 mod deps;
+mod manifests;
 mod test;
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ enum Command {
     Test(test::Args),
     /// Install the system packages and Python tools the tests and demo need.
     Deps,
+    /// Re-render manifests/rendered/ from the Helm chart (after linting it).
+    Manifests,
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
         Command::Deps => deps::ensure_all(),
+        Command::Manifests => manifests::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
