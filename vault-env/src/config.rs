@@ -22,6 +22,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::reference::{ReadKey, ReferenceError};
+
 /// The value of `VAULT_TOKEN` that asks vault-env to hand its login token to the app.
 pub const VAULT_LOGIN: &str = "vault:login";
 
@@ -92,6 +94,13 @@ pub enum ConfigError {
         /// What would have been accepted.
         expected: &'static str,
     },
+    /// `VAULT_ENV_FROM_PATH` does not parse.
+    #[error("VAULT_ENV_FROM_PATH is invalid")]
+    FromPath {
+        /// Which entry and why.
+        #[source]
+        source: ReferenceError,
+    },
     /// `VAULT_AUTH_METHOD` names a Bank-Vaults method this build does not implement.
     #[error(
         "VAULT_AUTH_METHOD={method:?} is not supported: use kubernetes, jwt or a token (VAULT_TOKEN, VAULT_TOKEN_FILE)"
@@ -161,15 +170,6 @@ impl LoginMethod {
     }
 }
 
-/// One entry of `VAULT_ENV_FROM_PATH`: every key of the secret at `path` becomes a variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FromPath {
-    /// The Vault path, as written.
-    pub path: String,
-    /// A pinned KV v2 version, if `#N` followed the path.
-    pub version: Option<u64>,
-}
-
 /// Log output settings (`VAULT_LOG_LEVEL`, `VAULT_JSON_LOG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
@@ -208,7 +208,7 @@ pub struct Config {
     /// `VAULT_ENV_PASSTHROUGH`: variables kept although they are in [`STRIPPED_VARIABLES`].
     pub passthrough: HashSet<String>,
     /// `VAULT_ENV_FROM_PATH`.
-    pub from_path: Vec<FromPath>,
+    pub from_path: Vec<ReadKey>,
     /// `VAULT_ENV_DAEMON`.
     pub daemon: bool,
     /// `VAULT_ENV_DELAY`: sleep before exec.
@@ -411,7 +411,8 @@ impl Vars {
 
         let from_path = match self.get("VAULT_ENV_FROM_PATH")? {
             None => Vec::new(),
-            Some(value) => parse_from_path(value)?,
+            Some(value) => crate::reference::parse_from_path(value)
+                .map_err(|source| ConfigError::FromPath { source })?,
         };
 
         let transit_batch_size = match self.get("VAULT_TRANSIT_BATCH_SIZE")? {
@@ -459,36 +460,6 @@ impl Vars {
             log,
         })
     }
-}
-
-/// `VAULT_ENV_FROM_PATH=p1,p2#VERSION`: comma-separated paths, each with an optional version.
-fn parse_from_path(value: &str) -> Result<Vec<FromPath>, ConfigError> {
-    let invalid = || ConfigError::Invalid {
-        name: "VAULT_ENV_FROM_PATH",
-        value: value.to_owned(),
-        expected: "comma-separated Vault paths, each optionally followed by #VERSION",
-    };
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            let (path, version) = match item.split_once('#') {
-                None => (item, None),
-                Some((path, version)) => {
-                    (path, Some(version.parse::<u64>().map_err(|_| invalid())?))
-                }
-            };
-            let path = path.trim_matches('/');
-            if path.is_empty() {
-                return Err(invalid());
-            }
-            Ok(FromPath {
-                path: path.to_owned(),
-                version,
-            })
-        })
-        .collect()
 }
 
 /// Booleans as Go's `strconv.ParseBool` (which Bank-Vaults uses through `cast.ToBool`).
@@ -593,7 +564,6 @@ mod tests {
             ("VAULT_SKIP_VERIFY", "yes"),
             ("VAULT_CLIENT_TIMEOUT", "ten"),
             ("VAULT_TRANSIT_BATCH_SIZE", "0"),
-            ("VAULT_ENV_FROM_PATH", "secret/a#x"),
             ("VAULT_LOG_LEVEL", "loud"),
             ("VAULT_PATH", "a/../b"),
         ] {
@@ -664,22 +634,32 @@ mod tests {
     fn config_from_path_parses_versions() {
         let cfg = config(&[
             ("VAULT_ADDR", "http://v"),
-            ("VAULT_ENV_FROM_PATH", "secret/data/a, kv1/b#3,"),
+            ("VAULT_ENV_FROM_PATH", "secret/data/a,kv1/b#3"),
         ])
         .unwrap();
         assert_eq!(
             cfg.from_path,
             vec![
-                FromPath {
+                ReadKey {
                     path: "secret/data/a".into(),
                     version: None
                 },
-                FromPath {
+                ReadKey {
                     path: "kv1/b".into(),
                     version: Some(3)
                 },
             ]
         );
+    }
+
+    #[test]
+    fn config_bad_from_path_is_refused() {
+        let err = config(&[
+            ("VAULT_ADDR", "http://v"),
+            ("VAULT_ENV_FROM_PATH", "secret/a#x"),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::FromPath { .. }), "{err}");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod copy_self;
+pub mod exec;
+pub mod hygiene;
 pub mod reference;
+pub mod resolve;
 pub mod secret;
 pub mod template;
