@@ -130,13 +130,13 @@ def render(values_file: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def lint(values_files: list[Path]) -> int:
+def lint(values_files: list[Path], chart: Path = CHART) -> int:
     """Strict lint with each values file; prints every finding; returns the number of failures."""
     helm = import_helm()
     failures = 0
     for values_file in values_files:
         report = helm.lint(
-            str(CHART), load_values(values_file), strict=True, namespace=NAMESPACE,
+            str(chart), load_values(values_file), strict=True, namespace=NAMESPACE,
             kube_version=KUBE_VERSION,
         )
         findings = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
@@ -200,6 +200,7 @@ def main() -> int:
     sub.add_parser("check", help="fail if manifests/rendered/ is stale")
     lint_cmd = sub.add_parser("lint", help="strict lint with each values file")
     lint_cmd.add_argument("values", type=Path, nargs="*")
+    lint_cmd.add_argument("--chart", type=Path, default=CHART, help="chart directory to lint")
     match_cmd = sub.add_parser("match", help="evaluate the matchConditions on pods from stdin")
     match_cmd.add_argument("values", type=Path)
     args = parser.parse_args()
@@ -213,7 +214,7 @@ def main() -> int:
         print(json.dumps(match(args.values, json.load(sys.stdin))))
         return 0
     if args.command == "lint":
-        return 1 if lint(args.values or values_files()) else 0
+        return 1 if lint(args.values or values_files(), args.chart) else 0
     stale = []
     for name in RENDERED:
         fresh = render(VALUES_DIR / f"{name}.yaml")

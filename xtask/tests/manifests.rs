@@ -1070,3 +1070,39 @@ fn pre_filter_matches_each_trigger_and_nothing_else() {
         );
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create dir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+#[test]
+fn chart_lint_with_a_broken_template_fails() {
+    // The lint test above is only worth something if lint can fail: a copy of the chart with one
+    // unparsable template must be reported, with the template named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("chart");
+    copy_dir(&manifests_dir().join("chart"), &chart);
+    fs::write(
+        chart.join("templates").join("broken.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: [\n",
+    )
+    .expect("write broken template");
+    let values = values_file("default");
+    let report = render_py(&[
+        "lint",
+        "--chart",
+        chart.to_str().expect("utf-8"),
+        values.to_str().expect("utf-8"),
+    ])
+    .expect_err("lint passed a chart with an unparsable template");
+    assert!(report.contains("templates/broken.yaml"), "{report}");
+}
