@@ -732,7 +732,7 @@ fn chart_render_with_invalid_values_fails_with_a_clear_message() {
     let cases = [
         (
             "podsFailurePolicy: Maybe\n",
-            "podsFailurePolicy must be Ignore or Fail",
+            "at '/podsFailurePolicy': value must be one of 'Ignore', 'Fail'",
         ),
         ("timeoutSeconds: 2\n", "must be below timeoutSeconds"),
         (
@@ -744,8 +744,16 @@ fn chart_render_with_invalid_values_fails_with_a_clear_message() {
             "enable one of useCertManager, generate or selfManaged",
         ),
         (
+            "secretsMutation: true\n",
+            "additional properties 'secretsMutation' not allowed",
+        ),
+        (
+            "guard:\n  capabilities: [BPF, SYS_ADMIN]\n",
+            "at '/guard/capabilities/1': value must be one of 'BPF', 'PERFMON', 'SYS_RESOURCE'",
+        ),
+        (
             "guard:\n  enabled: true\n  mode: permissive\n",
-            "guard.mode must be enforce or audit",
+            "at '/guard/mode': value must be one of 'enforce', 'audit'",
         ),
     ];
     let dir = tempfile::tempdir().expect("tempdir");
