@@ -1,0 +1,952 @@
+//! A fake kube-apiserver over HTTPS: the real paths, JSON shapes and error `Status` objects for the
+//! few resources Strongroom touches, kept in memory.
+//!
+//! Served:
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews` — verifies service-account JWTs from a
+//!   [`ServiceAccountIssuer`](crate::ServiceAccountIssuer) (signature, expiry, audience);
+//! - `GET` (list and single), `POST`, `PUT`, `PATCH` (merge, JSON patch; strategic merge and apply
+//!   treated as merge), `DELETE` on `/api/v1/namespaces/{ns}/{secrets|configmaps|serviceaccounts}`
+//!   and `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations`.
+//!
+//! Every request must carry `Authorization: Bearer <FakeApiServer::token()>`; every request is
+//! recorded in [`FakeApiServer::requests`] so tests can count calls.
+//!
+//! # Security
+//! Request bodies, paths and headers are untrusted input to this server; malformed input yields a
+//! `Status` with `reason: BadRequest`, never a panic. Bearer tokens are compared, never logged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::issuer::TokenVerifier;
+use crate::net::{random_hex, random_uuid};
+use crate::runtime::{block_on, runtime};
+use crate::tls::TestCa;
+
+/// One request the fake API server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method, upper case (`GET`, `POST`…).
+    pub method: String,
+    /// Request path without the query string.
+    pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    /// When the request arrived.
+    pub at: SystemTime,
+}
+
+/// The resource kinds the server stores, by their URL plural.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Secret,
+    ConfigMap,
+    ServiceAccount,
+    MutatingWebhookConfiguration,
+}
+
+impl Kind {
+    fn from_plural(group_version: &str, plural: &str) -> Option<Self> {
+        match (group_version, plural) {
+            ("v1", "secrets") => Some(Self::Secret),
+            ("v1", "configmaps") => Some(Self::ConfigMap),
+            ("v1", "serviceaccounts") => Some(Self::ServiceAccount),
+            ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations") => {
+                Some(Self::MutatingWebhookConfiguration)
+            }
+            _ => None,
+        }
+    }
+
+    fn from_api_kind(api_version: &str, kind: &str) -> Option<Self> {
+        match (api_version, kind) {
+            ("v1", "Secret") => Some(Self::Secret),
+            ("v1", "ConfigMap") => Some(Self::ConfigMap),
+            ("v1", "ServiceAccount") => Some(Self::ServiceAccount),
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+                Some(Self::MutatingWebhookConfiguration)
+            }
+            _ => None,
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Secret => "secrets",
+            Self::ConfigMap => "configmaps",
+            Self::ServiceAccount => "serviceaccounts",
+            Self::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+            Self::ServiceAccount => "ServiceAccount",
+            Self::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            Self::MutatingWebhookConfiguration => "admissionregistration.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Self::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
+            _ => "",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        !matches!(self, Self::MutatingWebhookConfiguration)
+    }
+}
+
+type Key = (Kind, String, String);
+
+#[derive(Debug, Default)]
+struct Store {
+    objects: BTreeMap<Key, Value>,
+    resource_version: u64,
+    requests: Vec<RequestRecord>,
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    token: String,
+    verifier: TokenVerifier,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the map half-written in a way tests care about.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The fake kube-apiserver. Runs on the test bed's background runtime; stops on drop.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    ca: TestCa,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl FakeApiServer {
+    /// Starts the server on a free 127.0.0.1 port. TokenReview verifies with `verifier`
+    /// (see [`ServiceAccountIssuer::verifier`](crate::ServiceAccountIssuer::verifier)).
+    pub fn start(verifier: TokenVerifier) -> Result<Self> {
+        let ca = TestCa::new()?;
+        let tls = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            token: format!("testbed-{}", random_hex(24)),
+            verifier,
+        });
+        let listener =
+            block_on(TcpListener::bind(("127.0.0.1", 0))).map_err(|source| Error::Io {
+                op: "bind fake api server",
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            op: "read fake api server address",
+            source,
+        })?;
+        let (shutdown, rx) = watch::channel(false);
+        runtime().spawn(accept_loop(listener, tls, Arc::clone(&shared), rx));
+        Ok(Self {
+            addr,
+            ca,
+            shared,
+            shutdown,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The PEM CA certificate clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.ca_pem()
+    }
+
+    /// The DER CA certificate (for `kube::Config::root_cert`).
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.ca.ca_der().to_vec()
+    }
+
+    /// The bearer token the server accepts on every request (also OpenBao's `token_reviewer_jwt`).
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// Stores `object` as is (it must have `apiVersion`, `kind`, `metadata.name`, and
+    /// `metadata.namespace` for namespaced kinds); fills `uid`, `creationTimestamp` and a fresh
+    /// `resourceVersion`. Replaces an existing object of the same name. Returns the stored object.
+    pub fn insert(&self, object: Value) -> Result<Value> {
+        let decode = |detail: &str| Error::Decode {
+            what: "kubernetes object",
+            detail: detail.to_owned(),
+        };
+        let kind = Kind::from_api_kind(
+            object["apiVersion"].as_str().unwrap_or_default(),
+            object["kind"].as_str().unwrap_or_default(),
+        )
+        .ok_or_else(|| decode("unsupported apiVersion/kind"))?;
+        let name = object["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| decode("no metadata.name"))?
+            .to_owned();
+        let ns = if kind.namespaced() {
+            object["metadata"]["namespace"]
+                .as_str()
+                .ok_or_else(|| decode("no metadata.namespace"))?
+                .to_owned()
+        } else {
+            String::new()
+        };
+        let mut store = self.shared.lock();
+        let mut obj = object;
+        normalize(kind, &mut obj);
+        stamp_new(&mut store, &mut obj);
+        store.objects.insert((kind, ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    /// Returns a stored object (`namespace` is ignored for cluster-scoped kinds), by URL plural
+    /// (`secrets`, `configmaps`, `serviceaccounts`, `mutatingwebhookconfigurations`).
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = [
+            Kind::Secret,
+            Kind::ConfigMap,
+            Kind::ServiceAccount,
+            Kind::MutatingWebhookConfiguration,
+        ]
+        .into_iter()
+        .find(|k| k.plural() == plural)?;
+        let ns = if kind.namespaced() { namespace } else { "" };
+        self.shared
+            .lock()
+            .objects
+            .get(&(kind, ns.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many requests had `method` and exactly `path`.
+    pub fn count_requests(&self, method: &str, path: &str) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .count()
+    }
+
+    /// A `kube::Client` for this server (URL, CA, bearer token). Needs feature `kube`.
+    #[cfg(feature = "kube")]
+    pub fn kube_client(&self) -> Result<kube::Client> {
+        let url: http::Uri = self.url().parse().map_err(|e| Error::Decode {
+            what: "fake api server url",
+            detail: format!("{e}"),
+        })?;
+        let mut config = kube::Config::new(url);
+        config.root_cert = Some(vec![self.ca_der()]);
+        config.auth_info.token = Some(secrecy::SecretString::from(self.token().to_owned()));
+        config.default_namespace = "default".to_owned();
+        let _guard = runtime().enter();
+        kube::Client::try_from(config).map_err(|e| Error::Crypto {
+            op: "build kube client",
+            detail: e.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Debug for FakeApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApiServer")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((tcp, _peer)) = accepted else { continue };
+        let tls = tls.clone();
+        let shared = Arc::clone(&shared);
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = tls.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = conn_shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    shared.lock().requests.push(RequestRecord {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        at: SystemTime::now(),
+    });
+    let authorized = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), shared.token.as_bytes()));
+    if !authorized {
+        return status_response(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        );
+    }
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return bad_request("unable to read request body"),
+    };
+    route(
+        shared,
+        &method,
+        &path,
+        query.as_deref(),
+        &content_type,
+        &body,
+    )
+}
+
+fn route(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if method == Method::POST => {
+            token_review(shared, body)
+        }
+        ["api", "v1", "namespaces", ns, plural] => resource(
+            shared,
+            method,
+            "v1",
+            plural,
+            ns,
+            None,
+            query,
+            content_type,
+            body,
+        ),
+        ["api", "v1", "namespaces", ns, plural, name] => resource(
+            shared,
+            method,
+            "v1",
+            plural,
+            ns,
+            Some(name),
+            query,
+            content_type,
+            body,
+        ),
+        ["apis", group, version, plural] => resource(
+            shared,
+            method,
+            &format!("{group}/{version}"),
+            plural,
+            "",
+            None,
+            query,
+            content_type,
+            body,
+        ),
+        ["apis", group, version, plural, name] => resource(
+            shared,
+            method,
+            &format!("{group}/{version}"),
+            plural,
+            "",
+            Some(name),
+            query,
+            content_type,
+            body,
+        ),
+        _ => not_found_path(),
+    }
+}
+
+fn token_review(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(review) = serde_json::from_slice::<Value>(body) else {
+        return bad_request("the body of the request was in an unknown format");
+    };
+    // Like the real server, the URL fixes the type: apiVersion/kind may be omitted (Go clients
+    // send an empty TypeMeta), but must not name something else.
+    let api_version = review["apiVersion"].as_str().unwrap_or_default();
+    let kind = review["kind"].as_str().unwrap_or_default();
+    if !matches!(api_version, "" | "authentication.k8s.io/v1")
+        || !matches!(kind, "" | "TokenReview")
+    {
+        return bad_request("expected apiVersion authentication.k8s.io/v1, kind TokenReview");
+    }
+    let Some(token) = review["spec"]["token"].as_str() else {
+        return status_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "TokenReview.authentication.k8s.io \"\" is invalid: spec.token: Required value",
+            None,
+        );
+    };
+    let requested: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    // The response echoes the spec like the real server, minus the token itself.
+    let mut spec = json!({});
+    if !requested.is_empty() {
+        spec["audiences"] = json!(requested);
+    }
+    let status = match shared.verifier.verify(token, &requested) {
+        Ok(id) => {
+            let mut extra = serde_json::Map::new();
+            if let Some((pod, pod_uid)) = &id.pod {
+                extra.insert("authentication.kubernetes.io/pod-name".into(), json!([pod]));
+                extra.insert(
+                    "authentication.kubernetes.io/pod-uid".into(),
+                    json!([pod_uid]),
+                );
+            }
+            let mut user = json!({
+                "username": format!("system:serviceaccount:{}:{}", id.namespace, id.service_account),
+                "uid": id.uid,
+                "groups": [
+                    "system:serviceaccounts",
+                    format!("system:serviceaccounts:{}", id.namespace),
+                    "system:authenticated",
+                ],
+            });
+            if !extra.is_empty() {
+                user["extra"] = Value::Object(extra);
+            }
+            json!({ "authenticated": true, "user": user, "audiences": id.audiences })
+        }
+        Err(reason) => json!({ "user": {}, "error": reason }),
+    };
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": { "creationTimestamp": null },
+            "spec": spec,
+            "status": status,
+        }),
+    )
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one routing call site; a struct would only rename them"
+)]
+fn resource(
+    shared: &Shared,
+    method: &Method,
+    group_version: &str,
+    plural: &str,
+    ns: &str,
+    name: Option<&str>,
+    query: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let Some(kind) = Kind::from_plural(group_version, plural) else {
+        return not_found_path();
+    };
+    if kind.namespaced() == ns.is_empty() {
+        return not_found_path();
+    }
+    let mut store = shared.lock();
+    match (method.as_str(), name) {
+        ("GET", None) => list(&store, kind, ns, query),
+        ("GET", Some(name)) => match store.objects.get(&(kind, ns.to_owned(), name.to_owned())) {
+            Some(obj) => json_response(StatusCode::OK, obj),
+            None => not_found(kind, name),
+        },
+        ("POST", None) => {
+            let mut obj = match parse_object(kind, ns, body) {
+                Ok(o) => o,
+                Err(resp) => return resp,
+            };
+            if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+                match obj["metadata"]["generateName"].as_str() {
+                    Some(prefix) => {
+                        obj["metadata"]["name"] = json!(format!("{prefix}{}", &random_hex(3)[..5]))
+                    }
+                    None => {
+                        return status_response(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Invalid",
+                            &format!(
+                                "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                                kind.kind()
+                            ),
+                            None,
+                        );
+                    }
+                }
+            }
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let key = (kind, ns.to_owned(), name.clone());
+            if store.objects.contains_key(&key) {
+                return status_response(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", qualified(kind)),
+                    Some(details(kind, &name)),
+                );
+            }
+            if let Some(obj_ns) = obj["metadata"].as_object_mut() {
+                obj_ns.remove("resourceVersion");
+            }
+            normalize(kind, &mut obj);
+            stamp_new(&mut store, &mut obj);
+            store.objects.insert(key, obj.clone());
+            json_response(StatusCode::CREATED, &obj)
+        }
+        ("PUT", Some(name)) => {
+            let obj = match parse_object(kind, ns, body) {
+                Ok(o) => o,
+                Err(resp) => return resp,
+            };
+            if obj["metadata"]["name"] != name {
+                return bad_request("the name of the object does not match the name on the URL");
+            }
+            let key = (kind, ns.to_owned(), name.to_owned());
+            let Some(current) = store.objects.get(&key).cloned() else {
+                return not_found(kind, name);
+            };
+            update(&mut store, kind, key, &current, obj)
+        }
+        ("PATCH", Some(name)) => {
+            let key = (kind, ns.to_owned(), name.to_owned());
+            let Some(current) = store.objects.get(&key).cloned() else {
+                return not_found(kind, name);
+            };
+            let mut patched = current.clone();
+            let mime = content_type.split(';').next().unwrap_or_default().trim();
+            let applied = match mime {
+                "application/json-patch+json" => serde_json::from_slice::<json_patch::Patch>(body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| json_patch::patch(&mut patched, &p).map_err(|e| e.to_string())),
+                "application/merge-patch+json"
+                | "application/strategic-merge-patch+json"
+                | "application/apply-patch+yaml" => serde_json::from_slice::<Value>(body)
+                    .map(|p| json_patch::merge(&mut patched, &p))
+                    .map_err(|e| e.to_string()),
+                _ => {
+                    return status_response(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "UnsupportedMediaType",
+                        &format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, got {mime}"
+                        ),
+                        None,
+                    );
+                }
+            };
+            if let Err(e) = applied {
+                return status_response(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &e, None);
+            }
+            // A patch cannot rename or move the object.
+            patched["metadata"]["name"] = json!(name);
+            if kind.namespaced() {
+                patched["metadata"]["namespace"] = json!(ns);
+            }
+            // Without a resourceVersion in the patch, the update is unconditional.
+            if patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+                && let Some(m) = patched["metadata"].as_object_mut()
+            {
+                m.remove("resourceVersion");
+            }
+            update(&mut store, kind, key, &current, patched)
+        }
+        ("DELETE", Some(name)) => {
+            match store
+                .objects
+                .remove(&(kind, ns.to_owned(), name.to_owned()))
+            {
+                Some(obj) => json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": name,
+                            "group": kind.group(),
+                            "kind": kind.plural(),
+                            "uid": obj["metadata"]["uid"],
+                        },
+                    }),
+                ),
+                None => not_found(kind, name),
+            }
+        }
+        _ => status_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            None,
+        ),
+    }
+}
+
+/// PUT/PATCH common path: optimistic concurrency on `metadata.resourceVersion`, then store.
+fn update(
+    store: &mut Store,
+    kind: Kind,
+    key: Key,
+    current: &Value,
+    mut obj: Value,
+) -> Response<Full<Bytes>> {
+    let name = key.2.clone();
+    if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
+        && !rv.is_empty()
+        && Some(rv) != current["metadata"]["resourceVersion"].as_str()
+    {
+        return status_response(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(kind)
+            ),
+            Some(details(kind, &name)),
+        );
+    }
+    normalize(kind, &mut obj);
+    obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
+    obj["metadata"]["creationTimestamp"] = current["metadata"]["creationTimestamp"].clone();
+    store.resource_version += 1;
+    obj["metadata"]["resourceVersion"] = json!(store.resource_version.to_string());
+    store.objects.insert(key, obj.clone());
+    json_response(StatusCode::OK, &obj)
+}
+
+fn list(store: &Store, kind: Kind, ns: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    let selector: Vec<(String, String)> = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.strip_prefix("labelSelector="))
+        .flat_map(|s| {
+            percent_decode(s)
+                .split(',')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|term| {
+            term.split_once('=')
+                .map(|(k, v)| (k.trim_end_matches('=').to_owned(), v.to_owned()))
+        })
+        .collect();
+    let items: Vec<Value> = store
+        .objects
+        .iter()
+        .filter(|((k, n, _), _)| *k == kind && n == ns)
+        .filter(|(_, obj)| {
+            selector
+                .iter()
+                .all(|(k, v)| obj["metadata"]["labels"][k] == v.as_str())
+        })
+        .map(|(_, obj)| {
+            // List items carry no apiVersion/kind, like the real server's.
+            let mut item = obj.clone();
+            if let Some(m) = item.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+            }
+            item
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", kind.kind()),
+            "apiVersion": kind.api_version(),
+            "metadata": { "resourceVersion": store.resource_version.to_string() },
+            "items": items,
+        }),
+    )
+}
+
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished HTTP response, built once per bad request"
+)]
+fn parse_object(kind: Kind, ns: &str, body: &[u8]) -> Result<Value, Response<Full<Bytes>>> {
+    let mut obj: Value = serde_json::from_slice(body)
+        .map_err(|_| bad_request("the body of the request was in an unknown format"))?;
+    if !obj.is_object() {
+        return Err(bad_request(
+            "the body of the request was in an unknown format",
+        ));
+    }
+    let api_version = obj["apiVersion"]
+        .as_str()
+        .unwrap_or(kind.api_version())
+        .to_owned();
+    let obj_kind = obj["kind"].as_str().unwrap_or(kind.kind()).to_owned();
+    if Kind::from_api_kind(&api_version, &obj_kind) != Some(kind) {
+        return Err(bad_request(&format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            kind.api_version()
+        )));
+    }
+    obj["apiVersion"] = json!(kind.api_version());
+    obj["kind"] = json!(kind.kind());
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    if kind.namespaced() {
+        match obj["metadata"]["namespace"].as_str() {
+            Some(n) if n != ns => {
+                return Err(bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => obj["metadata"]["namespace"] = json!(ns),
+        }
+    }
+    Ok(obj)
+}
+
+/// Server-side defaulting the real API server does: Secret `stringData` folded into `data`.
+fn normalize(kind: Kind, obj: &mut Value) {
+    if kind != Kind::Secret {
+        return;
+    }
+    use base64::Engine as _;
+    if let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+        && let Some(sd) = string_data.as_object()
+    {
+        if !obj["data"].is_object() {
+            obj["data"] = json!({});
+        }
+        for (k, v) in sd {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+            obj["data"][k] = json!(encoded);
+        }
+    }
+    if obj["type"].is_null() {
+        obj["type"] = json!("Opaque");
+    }
+}
+
+fn stamp_new(store: &mut Store, obj: &mut Value) {
+    store.resource_version += 1;
+    let meta = &mut obj["metadata"];
+    meta["uid"] = json!(random_uuid());
+    meta["resourceVersion"] = json!(store.resource_version.to_string());
+    meta["creationTimestamp"] = json!(rfc3339_now());
+}
+
+fn rfc3339_now() -> String {
+    // Civil-from-days (Howard Hinnant's algorithm) to avoid a date crate for one timestamp.
+    let secs = crate::net::unix_now();
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn qualified(kind: Kind) -> String {
+    if kind.group().is_empty() {
+        kind.plural().to_owned()
+    } else {
+        format!("{}.{}", kind.plural(), kind.group())
+    }
+}
+
+fn details(kind: Kind, name: &str) -> Value {
+    let mut d = json!({ "name": name, "kind": kind.plural() });
+    if !kind.group().is_empty() {
+        d["group"] = json!(kind.group());
+    }
+    d
+}
+
+fn not_found(kind: Kind, name: &str) -> Response<Full<Bytes>> {
+    status_response(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("{} \"{name}\" not found", qualified(kind)),
+        Some(details(kind, name)),
+    )
+}
+
+fn not_found_path() -> Response<Full<Bytes>> {
+    status_response(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+        Some(json!({})),
+    )
+}
+
+fn bad_request(message: &str) -> Response<Full<Bytes>> {
+    status_response(StatusCode::BAD_REQUEST, "BadRequest", message, None)
+}
+
+/// A `Status` object exactly as the real API server sends for failures.
+fn status_response(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    details: Option<Value>,
+) -> Response<Full<Bytes>> {
+    let mut status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    if let Some(d) = details {
+        status["details"] = d;
+    }
+    json_response(code, &status)
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1])
+                .zip(hex(bytes[i + 2]))
+                .map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (decoded, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

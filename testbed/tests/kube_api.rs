@@ -1,0 +1,194 @@
+//! Integration tests of the fake kube-apiserver, driven by the real `kube` client and raw HTTP.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use strongroom_testbed::{FakeApiServer, ServiceAccountIssuer};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn kube_client(api: &FakeApiServer) -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::new(
+        api.url()
+            .parse()
+            .map_err(|_| kube::Error::LinesCodecMaxLineLengthExceeded)?,
+    );
+    config.root_cert = Some(vec![api.ca_der()]);
+    config.auth_info.token = Some(api.token().to_owned().into());
+    kube::Client::try_from(config)
+}
+
+#[tokio::test]
+async fn fake_api_kube_client_gets_creates_and_sees_real_not_found() -> TestResult {
+    let issuer = ServiceAccountIssuer::new()?;
+    let api = FakeApiServer::start(issuer.verifier())?;
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "pull", "namespace": "demo" },
+        "stringData": { "k": "v" },
+    }))?;
+    let client = kube_client(&api)?;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client, "demo");
+
+    let got = secrets.get("pull").await?;
+    let data = got.data.unwrap_or_default();
+    assert_eq!(data.get("k").map(|b| b.0.as_slice()), Some(b"v".as_slice()));
+    assert_eq!(
+        api.count_requests("GET", "/api/v1/namespaces/demo/secrets/pull"),
+        1
+    );
+
+    let err = secrets.get("missing").await;
+    match err {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 404);
+            assert_eq!(status.reason, "NotFound");
+            assert_eq!(status.message, "secrets \"missing\" not found");
+        }
+        other => panic!("expected a NotFound Status, got {other:?}"),
+    }
+
+    let mut new: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "created" },
+        "stringData": { "a": "b" },
+    }))?;
+    let created = secrets.create(&PostParams::default(), &new).await?;
+    assert_eq!(created.metadata.namespace.as_deref(), Some("demo"));
+    let rv = created.metadata.resource_version.clone();
+    assert!(rv.is_some());
+
+    match secrets.create(&PostParams::default(), &new).await {
+        Err(kube::Error::Api(status)) => assert_eq!(
+            (status.code, status.reason.as_str()),
+            (409, "AlreadyExists")
+        ),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+
+    // Optimistic concurrency: a stale resourceVersion conflicts.
+    new.metadata.resource_version = Some("1".to_owned());
+    match secrets
+        .replace("created", &PostParams::default(), &new)
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"))
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    new.metadata.resource_version = rv.clone();
+    let replaced = secrets
+        .replace("created", &PostParams::default(), &new)
+        .await?;
+    assert_ne!(replaced.metadata.resource_version, rv);
+
+    let patched = secrets
+        .patch(
+            "created",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "x": "y" } } })),
+        )
+        .await?;
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("x")
+            .map(String::as_str),
+        Some("y")
+    );
+    let patched = secrets
+        .patch(
+            "created",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(
+                json!([{ "op": "add", "path": "/metadata/annotations", "value": { "n": "1" } }]),
+            )?),
+        )
+        .await?;
+    assert_eq!(
+        patched
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("n")
+            .map(String::as_str),
+        Some("1")
+    );
+
+    let list = secrets.list(&Default::default()).await?;
+    assert_eq!(list.items.len(), 2);
+    secrets.delete("created", &Default::default()).await?;
+    assert!(api.get("secrets", "demo", "created").is_none());
+    Ok(())
+}
+
+async fn review(
+    api: &FakeApiServer,
+    bearer: &str,
+    token: &str,
+) -> Result<(u16, serde_json::Value), Box<dyn std::error::Error + Send + Sync>> {
+    let tls = strongroom_testbed::tls::client_config(api.ca_pem())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?;
+    let resp = client
+        .post(format!("{}/apis/authentication.k8s.io/v1/tokenreviews", api.url()))
+        .bearer_auth(bearer)
+        .json(&json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": { "token": token } }))
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.json().await?))
+}
+
+#[tokio::test]
+async fn token_review_bad_signature_unauthenticated_valid_authenticated() -> TestResult {
+    let issuer = ServiceAccountIssuer::new()?;
+    let api = FakeApiServer::start(issuer.verifier())?;
+
+    let good =
+        issuer.issue_with(&strongroom_testbed::TokenSpec::new("demo", "app-sa").pod("web-1"))?;
+    let (code, body) = review(&api, api.token(), &good).await?;
+    assert_eq!(code, 201);
+    assert_eq!(body["status"]["authenticated"], true);
+    assert_eq!(
+        body["status"]["user"]["username"],
+        "system:serviceaccount:demo:app-sa"
+    );
+    assert_eq!(
+        body["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"],
+        json!(["web-1"])
+    );
+
+    let forged = ServiceAccountIssuer::new()?.issue("demo", "app-sa")?;
+    let (code, body) = review(&api, api.token(), &forged).await?;
+    assert_eq!(code, 201);
+    assert_ne!(body["status"]["authenticated"], true);
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+
+    let (code, body) = review(&api, "wrong-reviewer", &good).await?;
+    assert_eq!(code, 401);
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "Unauthorized");
+    Ok(())
+}
+
+#[test]
+fn fake_api_feature_free_plain_test_can_insert_and_get() -> TestResult {
+    let api = FakeApiServer::start(ServiceAccountIssuer::new()?.verifier())?;
+    let stored = api.insert(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "strongroom" }, "webhooks": [],
+    }))?;
+    assert!(stored["metadata"]["resourceVersion"].as_str().is_some());
+    assert_eq!(
+        api.get("mutatingwebhookconfigurations", "", "strongroom"),
+        Some(stored)
+    );
+    Ok(())
+}
