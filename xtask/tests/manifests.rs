@@ -540,6 +540,40 @@ fn webhook_deployment_is_restricted_and_highly_available() {
         assert_eq!(get("LISTEN_ADDRESS"), Some(":8443"));
         assert_eq!(get("TELEMETRY_LISTEN_ADDRESS"), Some(":8080"));
         assert!(get("VAULT_ENV_IMAGE").is_some_and(|i| i.contains("vault-env")));
+        // TLS: the self-managed contract, or certificate files from the mounted Secret.
+        let stem = file.file_stem().and_then(|s| s.to_str()).expect("stem");
+        if matches!(stem, "default" | "self-managed-tls" | "guard") {
+            assert_eq!(get("TLS_SELF_MANAGED"), Some("true"), "{stem}");
+            assert_eq!(get("TLS_SECRET_NAME"), Some("strongroom-webhook-tls"));
+            assert_eq!(get("TLS_SECRET_NAMESPACE"), Some(NAMESPACE));
+            assert_eq!(
+                get("WEBHOOK_CONFIGURATION_NAME"),
+                Some("strongroom-webhook")
+            );
+            let names = get("TLS_DNS_NAMES").expect("TLS_DNS_NAMES");
+            assert!(
+                names
+                    .split(',')
+                    .any(|n| n == "strongroom-webhook.strongroom-system.svc")
+            );
+            assert!(get("TLS_CERT_FILE").is_none());
+        } else {
+            assert_eq!(
+                get("TLS_CERT_FILE"),
+                Some("/var/serving-cert/tls.crt"),
+                "{stem}"
+            );
+            assert_eq!(
+                get("TLS_PRIVATE_KEY_FILE"),
+                Some("/var/serving-cert/tls.key")
+            );
+            let mounted = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/var/serving-cert" && m.read_only == Some(true));
+            assert!(mounted, "{stem}: serving certificate not mounted read-only");
+        }
         // Probes on the telemetry port, not the admission port.
         for probe in [&container.readiness_probe, &container.liveness_probe] {
             let http = probe
@@ -565,9 +599,26 @@ fn webhook_deployment_is_restricted_and_highly_available() {
             pdb.spec.and_then(|s| s.min_available),
             Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
         );
-        let policy: NetworkPolicy = only(&objects, "NetworkPolicy");
-        let types = policy.spec.and_then(|s| s.policy_types).unwrap_or_default();
-        assert_eq!(types, ["Ingress", "Egress"]);
+        let policy: NetworkPolicy = find(&objects, "NetworkPolicy")
+            .into_iter()
+            .find(|p| name(p) == "strongroom-webhook")
+            .map(typed)
+            .expect("webhook NetworkPolicy");
+        let spec = policy.spec.expect("NetworkPolicy spec");
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string(), "Egress".to_string()][..])
+        );
+        // Admission port open to all (the API server's address is unknowable), metrics restricted.
+        let ingress = spec.ingress.unwrap_or_default();
+        assert_eq!(ingress.len(), 2);
+        assert!(ingress[0].from.is_none());
+        assert!(
+            ingress[1]
+                .from
+                .as_ref()
+                .is_some_and(|from| !from.is_empty())
+        );
     }
 }
 
@@ -631,6 +682,24 @@ fn guard_daemonset_is_not_privileged_and_keeps_minimal_capabilities() {
         .as_ref()
         .and_then(|p| p.http_get.as_ref());
     assert_eq!(readiness.and_then(|h| h.path.as_deref()), Some("/readyz"));
+    // Its own NetworkPolicy: metrics in, DNS and the API server out, nothing else.
+    let policies: Vec<NetworkPolicy> = find(&objects, "NetworkPolicy")
+        .into_iter()
+        .map(typed)
+        .collect();
+    let guard_policy = policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("strongroom-guard"))
+        .and_then(|p| p.spec.as_ref())
+        .expect("guard NetworkPolicy");
+    let egress_ports: BTreeSet<String> = guard_policy
+        .egress
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.ports.iter().flatten())
+        .filter_map(|port| port.port.as_ref().map(|p| format!("{p:?}")))
+        .collect();
+    assert_eq!(egress_ports.len(), 3, "DNS, 443, 6443: {egress_ports:?}");
     // The guard is only rendered when asked for.
     let default = documents(&render(&values_file("default")));
     assert!(find(&default, "DaemonSet").is_empty());
