@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Strongroom ebpf-guard: BPF LSM program (C, CO-RE).
+ *
+ * What it protects: the process tree ("lineage") of an injected container's
+ * workload, rooted where the container's own init execs the injected vault-env
+ * binary (registered by the agent in `injectors` by inode), plus every
+ * descendant forked from a lineage member afterwards.
+ *
+ * Against whom: outsiders, i.e. every task that is not in the same lineage and
+ * is not a host task. An exec session (runc/crun exec, kubectl debug with a
+ * shared PID namespace, nsenter into the PID namespace) joins the container
+ * from outside and is therefore never in the lineage, whatever its cgroup,
+ * namespaces, uid or comm.
+ *
+ * Host tasks are bypassed narrowly: a task in the initial PID namespace that is
+ * not under the kubepods cgroup tree (container runtimes, kubelet, cAdvisor);
+ * they open /proc/<pid>/ns/ files and friends through the same check. hostPID pods
+ * and debug containers live under kubepods and are not bypassed.
+ *
+ * Lineage state is a tgid-keyed hash guarded by the group leader's start time
+ * (PID reuse). Trust is inherited at fork from the forking task, never from
+ * real_parent, so orphans re-parented to a protected init stay untrusted.
+ * Every map that trust depends on fails closed: a failed lineage insert marks
+ * the whole container degraded, and then every non-lineage task is denied.
+ *
+ * Mode is per container (copied from the injector's policy, already the
+ * stricter of node and pod): enforce denies, audit allows and records.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "guard.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EPERM 1
+#define EACCES 13
+#define PTRACE_MODE_NOAUDIT 0x04
+
+#define MAX_LINEAGE 16384
+#define MAX_CONTAINERS 1024
+#define MAX_INODES 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_LINEAGE);
+	__type(key, __u32);
+	__type(value, struct lineage_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lineage SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONTAINERS);
+	__type(key, __u64);
+	__type(value, struct container_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} containers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_INODES);
+	__type(key, struct inode_key);
+	__type(value, struct inode_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} injectors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_INODES);
+	__type(key, struct inode_key);
+	__type(value, struct inode_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tokens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct guard_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} guard_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GUARD_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 task_cgroup_id(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+}
+
+static __always_inline struct inode_key file_key(struct file *f)
+{
+	struct inode_key k = {};
+	k.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	k.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	return k;
+}
+
+/* The lineage entry of `t`'s thread group, if it is protected and not a reused PID. */
+static __always_inline struct lineage_entry *lineage_of(struct task_struct *t)
+{
+	__u32 tgid = BPF_CORE_READ(t, tgid);
+	struct lineage_entry *e = bpf_map_lookup_elem(&lineage, &tgid);
+	if (!e)
+		return NULL;
+	if (e->start_time != BPF_CORE_READ(t, group_leader, start_time))
+		return NULL;
+	return e;
+}
+
+/* Host bypass: current is in the initial PID namespace and outside the kubepods tree. */
+static __always_inline bool current_is_host(struct task_struct *cur)
+{
+	__u32 zero = 0;
+	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
+	if (!cfg || !(cfg->flags & GUARD_CONFIG_HOST_BYPASS))
+		return false;
+	if (BPF_CORE_READ(cur, thread_pid, level) != 0)
+		return false;
+	if (cfg->kubepods_cg &&
+	    bpf_get_current_ancestor_cgroup_id(cfg->kubepods_level) == cfg->kubepods_cg)
+		return false;
+	return true;
+}
+
+static __always_inline __u32 container_mode(__u64 cg)
+{
+	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+	/* Unknown or unset mode: enforce (fail closed). */
+	if (!cs || cs->mode != GUARD_MODE_AUDIT)
+		return GUARD_MODE_ENFORCE;
+	return GUARD_MODE_AUDIT;
+}
+
+static __always_inline void emit(struct task_struct *cur, __u32 hook, __u32 decision,
+				 struct task_struct *target, __u64 lineage_cg, __u64 ino,
+				 __u32 dev, __u32 detail)
+{
+	struct guard_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(GUARD_STAT_RINGBUF_DROPPED);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	ev->ktime_ns = bpf_ktime_get_boot_ns();
+	ev->subject_cg = bpf_get_current_cgroup_id();
+	ev->lineage_cg = lineage_cg;
+	ev->inode = ino;
+	ev->dev = dev;
+	ev->hook = hook;
+	ev->decision = decision;
+	ev->subject_pid = pid_tgid >> 32;
+	ev->subject_tid = (__u32)pid_tgid;
+	ev->subject_uid = (__u32)bpf_get_current_uid_gid();
+	ev->detail = detail;
+	bpf_get_current_comm(ev->subject_comm, sizeof(ev->subject_comm));
+	if (target) {
+		ev->target_cg = task_cgroup_id(target);
+		ev->target_pid = BPF_CORE_READ(target, tgid);
+		BPF_CORE_READ_STR_INTO(&ev->target_comm, target, comm);
+	} else {
+		ev->target_cg = 0;
+		ev->target_pid = 0;
+		ev->target_comm[0] = 0;
+	}
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/*
+ * Shared decision for hooks whose object is a task: 0 to allow, -EPERM to deny.
+ * Denies (or records, in audit mode) when the target is protected and current
+ * is neither in the target's lineage nor a host task.
+ */
+static __always_inline int check_task_access(struct task_struct *target, __u32 hook,
+					     __u32 detail, bool record)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct lineage_entry *tl = lineage_of(target);
+	__u64 lineage_cg;
+
+	if (tl) {
+		lineage_cg = tl->container_cg;
+	} else {
+		/* Untracked target: protected only if its container is degraded (fail closed). */
+		__u64 tcg = task_cgroup_id(target);
+		struct container_state *cs = bpf_map_lookup_elem(&containers, &tcg);
+		if (!cs || !(cs->flags & GUARD_CONTAINER_DEGRADED))
+			return 0;
+		lineage_cg = tcg;
+	}
+
+	struct lineage_entry *sl = lineage_of(cur);
+	if (sl && sl->container_cg == lineage_cg)
+		return 0;
+	if (current_is_host(cur))
+		return 0;
+
+	__u32 mode = container_mode(lineage_cg);
+	__u32 decision = mode == GUARD_MODE_AUDIT ? GUARD_DECISION_AUDIT : GUARD_DECISION_DENY;
+	if (record)
+		emit(cur, hook, decision, target, lineage_cg, 0, 0, detail);
+	return decision == GUARD_DECISION_DENY ? -EPERM : 0;
+}
+
+/**
+ * guard_ptrace_access_check - LSM hook `ptrace_access_check(child, mode)`.
+ *
+ * Covers ptrace attach/seize, /proc/<pid>/{environ,mem,maps,auxv,fd,cwd,root,
+ * exe,stack,syscall,ns}, process_vm_readv/writev, pidfd_getfd and kcmp.
+ * Allows: targets outside any lineage; subjects in the target's own lineage
+ * (the workload and its descendants, e.g. a child ptracing or reading its
+ * parent); host tasks. Denies with -EPERM (userspace sees EACCES for /proc
+ * files, EPERM for ptrace and process_vm_readv) every other subject when the
+ * target's container is in enforce mode; records instead in audit mode.
+ * Checks flagged PTRACE_MODE_NOAUDIT (ps reading /proc/<pid>/stat) are denied
+ * without an event, as the kernel's own audit does.
+ */
+SEC("lsm/ptrace_access_check")
+int BPF_PROG(guard_ptrace_access_check, struct task_struct *child, unsigned int mode, int ret)
+{
+	if (ret)
+		return ret;
+	return check_task_access(child, GUARD_HOOK_PTRACE_ACCESS_CHECK, mode,
+				 !(mode & PTRACE_MODE_NOAUDIT));
+}
+
+/**
+ * guard_task_kill - LSM hook `task_kill(p, info, sig, cred)`.
+ *
+ * Allows every signal that cannot make the target dump core (SIGTERM, SIGHUP,
+ * SIGKILL, ... so `kubectl exec -- kill -HUP 1` still reloads an app), and
+ * every signal from the target's lineage or from the host. Denies (enforce) or
+ * records (audit) core-dumping signals (SIGQUIT, SIGILL, SIGTRAP, SIGABRT,
+ * SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SIGXFSZ, SIGSYS) sent by outsiders to a
+ * protected task, because a core file carries the environment.
+ */
+SEC("lsm/task_kill")
+int BPF_PROG(guard_task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,
+	     const struct cred *cred, int ret)
+{
+	if (ret)
+		return ret;
+	switch (sig) {
+	case 3: case 4: case 5: case 6: case 7: case 8: case 11: case 24: case 25: case 31:
+		return check_task_access(p, GUARD_HOOK_TASK_KILL, sig, true);
+	default:
+		return 0;
+	}
+}
+
+/**
+ * guard_bprm_check_security - LSM hook `bprm_check_security(bprm)`.
+ *
+ * Only concerns execs of a registered injector inode. Allows: host tasks;
+ * lineage members (daemon mode, restarts inside the workload); the first
+ * injector exec in a container, which reserves the container (the lineage
+ * itself starts in guard_sched_process_exec once the exec has succeeded).
+ * Denies (enforce) or records (audit) with -EPERM every other exec of an
+ * injector: an exec session running vault-env again in a container that
+ * already has (or is starting) its lineage. Fails closed: if the container
+ * cannot be reserved because the map is full, the exec is denied in enforce
+ * mode, so a workload never runs unprotected.
+ */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(guard_bprm_check_security, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	struct inode_key key = file_key(BPF_CORE_READ(bprm, file));
+	struct inode_policy *pol = bpf_map_lookup_elem(&injectors, &key);
+	if (!pol)
+		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	if (lineage_of(cur) || current_is_host(cur))
+		return 0;
+
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 cg = bpf_get_current_cgroup_id();
+	__u32 mode = pol->mode;
+	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+	if (!cs) {
+		struct container_state fresh = {
+			.mode = pol->mode,
+			.flags = GUARD_CONTAINER_PENDING,
+			.pod_tag = pol->pod_tag,
+			.owner_tgid = tgid,
+		};
+		if (bpf_map_update_elem(&containers, &cg, &fresh, BPF_NOEXIST) == 0)
+			return 0;
+		cs = bpf_map_lookup_elem(&containers, &cg);
+		if (!cs)
+			stat_inc(GUARD_STAT_CONTAINERS_FULL);
+	}
+	if (cs) {
+		if (!(cs->flags & GUARD_CONTAINER_ACTIVE) && cs->owner_tgid == tgid)
+			return 0;
+		if (cs->mode > mode)
+			mode = cs->mode;
+	}
+
+	__u32 decision = mode == GUARD_MODE_AUDIT ? GUARD_DECISION_AUDIT : GUARD_DECISION_DENY;
+	emit(cur, GUARD_HOOK_BPRM_CHECK_SECURITY, decision, NULL, cs ? cg : 0, key.ino, key.dev, 0);
+	return decision == GUARD_DECISION_DENY ? -EPERM : 0;
+}
+
+/**
+ * guard_file_open - LSM hook `file_open(file)`.
+ *
+ * Only concerns opens of a registered service-account token inode. Allows:
+ * host tasks (the kubelet writing and rotating tokens) and members of a
+ * lineage of the token's own pod. Denies with -EACCES (enforce) or records
+ * (audit) every other open, so an exec session cannot log in to Vault as the
+ * pod. Other containers of an injected pod are outsiders too (see README).
+ */
+SEC("lsm/file_open")
+int BPF_PROG(guard_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	struct inode_key key = file_key(file);
+	struct inode_policy *pol = bpf_map_lookup_elem(&tokens, &key);
+	if (!pol)
+		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct lineage_entry *sl = lineage_of(cur);
+	if (sl) {
+		__u64 lcg = sl->container_cg;
+		struct container_state *cs = bpf_map_lookup_elem(&containers, &lcg);
+		if (cs && cs->pod_tag == pol->pod_tag)
+			return 0;
+	}
+	if (current_is_host(cur))
+		return 0;
+	__u32 decision = pol->mode == GUARD_MODE_AUDIT ? GUARD_DECISION_AUDIT : GUARD_DECISION_DENY;
+	emit(cur, GUARD_HOOK_FILE_OPEN, decision, NULL, 0, key.ino, key.dev, 0);
+	return decision == GUARD_DECISION_DENY ? -EACCES : 0;
+}
+
+/*
+ * Lineage start: after a successful exec of a registered injector by the task
+ * that reserved its container (or, where no LSM hook ran, by the first task of
+ * a container to exec it), the thread group becomes the lineage root.
+ */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
+	     struct linux_binprm *bprm)
+{
+	struct inode_key key = file_key(BPF_CORE_READ(bprm, file));
+	struct inode_policy *pol = bpf_map_lookup_elem(&injectors, &key);
+	if (!pol)
+		return 0;
+	if (lineage_of(p) || current_is_host(p))
+		return 0;
+
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+	if (!cs) {
+		struct container_state fresh = {
+			.mode = pol->mode,
+			.flags = GUARD_CONTAINER_PENDING,
+			.pod_tag = pol->pod_tag,
+			.owner_tgid = tgid,
+		};
+		if (bpf_map_update_elem(&containers, &cg, &fresh, BPF_NOEXIST) != 0) {
+			stat_inc(GUARD_STAT_CONTAINERS_FULL);
+			return 0;
+		}
+		cs = bpf_map_lookup_elem(&containers, &cg);
+		if (!cs)
+			return 0;
+	}
+	/* An outsider's exec that audit mode let through starts nothing. */
+	if ((cs->flags & GUARD_CONTAINER_ACTIVE) || cs->owner_tgid != tgid)
+		return 0;
+
+	struct lineage_entry root = {
+		.start_time = BPF_CORE_READ(p, group_leader, start_time),
+		.container_cg = cg,
+	};
+	if (bpf_map_update_elem(&lineage, &tgid, &root, BPF_ANY) != 0) {
+		stat_inc(GUARD_STAT_LINEAGE_FULL);
+		__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_ACTIVE | GUARD_CONTAINER_DEGRADED);
+	} else {
+		__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_ACTIVE);
+	}
+	emit(p, GUARD_HOOK_LINEAGE_START, GUARD_DECISION_ALLOW, p, cg, key.ino, key.dev, 0);
+	return 0;
+}
+
+/* Trust inheritance: a new process forked by a lineage member joins its lineage. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(guard_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* The forking task is current; `parent` may differ for CLONE_PARENT and is ignored. */
+	struct task_struct *cur = bpf_get_current_task_btf();
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	if (child_tgid == BPF_CORE_READ(cur, tgid))
+		return 0; /* a new thread: its group is already tracked */
+	struct lineage_entry *pl = lineage_of(cur);
+	if (!pl)
+		return 0;
+	struct lineage_entry entry = {
+		.start_time = BPF_CORE_READ(child, group_leader, start_time),
+		.container_cg = pl->container_cg,
+	};
+	if (bpf_map_update_elem(&lineage, &child_tgid, &entry, BPF_ANY) != 0) {
+		/* Fail closed: nobody outside the lineage may touch this container any more. */
+		__u64 cg = entry.container_cg;
+		struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+		stat_inc(GUARD_STAT_LINEAGE_FULL);
+		if (cs)
+			__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_DEGRADED);
+	}
+	return 0;
+}
+
+/*
+ * Cleanup when the last thread of a group exits. Only the task argument is
+ * read: 6.18 passes an extra `group_dead` argument that 6.1 lacks, so the
+ * group's death is read from signal->live instead.
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(guard_sched_process_exit, struct task_struct *p)
+{
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
+		return 0;
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+	struct lineage_entry *e = bpf_map_lookup_elem(&lineage, &tgid);
+	if (e && e->start_time == BPF_CORE_READ(p, group_leader, start_time))
+		bpf_map_delete_elem(&lineage, &tgid);
+	return 0;
+}

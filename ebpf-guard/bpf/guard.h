@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Types shared between the BPF program (guard.bpf.c) and the agent.
+ *
+ * The agent mirrors every struct and constant here in ONE Rust module,
+ * `ebpf-guard/src/abi.rs`, with `#[repr(C)]` and compile-time size checks.
+ * Change both together.
+ */
+#ifndef STRONGROOM_GUARD_H
+#define STRONGROOM_GUARD_H
+
+/* Guard modes; numerically ordered by strictness so "the stricter wins" is max(). */
+#define GUARD_MODE_AUDIT 1
+#define GUARD_MODE_ENFORCE 2
+
+/* Hooks named in audit events. */
+#define GUARD_HOOK_PTRACE_ACCESS_CHECK 1
+#define GUARD_HOOK_BPRM_CHECK_SECURITY 2
+#define GUARD_HOOK_FILE_OPEN 3
+#define GUARD_HOOK_TASK_KILL 4
+#define GUARD_HOOK_LINEAGE_START 5
+
+/* Decisions named in audit events. */
+#define GUARD_DECISION_DENY 1
+#define GUARD_DECISION_AUDIT 2 /* would have been denied; allowed because of audit mode */
+#define GUARD_DECISION_ALLOW 3 /* informational (lineage start) */
+
+/* container_state.flags */
+#define GUARD_CONTAINER_PENDING 1  /* injector exec checked, lineage not started yet */
+#define GUARD_CONTAINER_ACTIVE 2   /* lineage started */
+#define GUARD_CONTAINER_DEGRADED 4 /* a lineage insert failed: fail closed for the whole container */
+
+/* guard_config.flags */
+#define GUARD_CONFIG_HOST_BYPASS 1 /* host tasks (init pid ns, outside kubepods) are trusted */
+
+/* Indexes of the per-CPU `stats` array. */
+#define GUARD_STAT_RINGBUF_DROPPED 0
+#define GUARD_STAT_LINEAGE_FULL 1
+#define GUARD_STAT_CONTAINERS_FULL 2
+#define GUARD_STAT_MAX 4
+
+#define GUARD_COMM_LEN 16
+
+/* Key of the `injectors` and `tokens` maps: an inode as the kernel names it. */
+struct inode_key {
+	__u64 ino;
+	__u32 dev; /* kernel dev_t: MAJOR << 20 | MINOR (not the userspace st_dev encoding) */
+	__u32 _pad;
+};
+
+/* Value of the `injectors` and `tokens` maps. */
+struct inode_policy {
+	__u32 mode; /* GUARD_MODE_*, already the stricter of node and pod */
+	__u32 _pad;
+	__u64 pod_tag; /* agent-chosen id of the pod (reported in events) */
+};
+
+/* Value of the `lineage` map, keyed by the global tgid (__u32). */
+struct lineage_entry {
+	__u64 start_time;    /* group leader's start_time: guards against PID reuse */
+	__u64 container_cg;  /* cgroup id of the container the lineage started in (lineage id) */
+};
+
+/* Value of the `containers` map, keyed by the container's cgroup id (__u64). */
+struct container_state {
+	__u32 mode;
+	__u32 flags;
+	__u64 pod_tag;
+	__u32 owner_tgid; /* task whose injector exec reserved the entry */
+	__u32 _pad;
+};
+
+/* Single-entry `config` array. */
+struct guard_config {
+	__u64 kubepods_cg;     /* cgroup id of the kubepods tree root, 0 if none */
+	__u32 kubepods_level;  /* its level in the cgroup v2 hierarchy */
+	__u32 flags;           /* GUARD_CONFIG_* */
+};
+
+/* One ring-buffer record. */
+struct guard_event {
+	__u64 ktime_ns;      /* bpf_ktime_get_boot_ns() */
+	__u64 subject_cg;    /* cgroup id of the acting task */
+	__u64 target_cg;     /* cgroup id of the target task (0 when none) */
+	__u64 lineage_cg;    /* the protected lineage concerned (0 when none) */
+	__u64 inode;         /* inode of the file (file hooks) */
+	__u32 dev;           /* kernel dev_t of the file (file hooks) */
+	__u32 hook;          /* GUARD_HOOK_* */
+	__u32 decision;      /* GUARD_DECISION_* */
+	__u32 subject_pid;   /* tgid, global pid namespace */
+	__u32 subject_tid;
+	__u32 subject_uid;
+	__u32 target_pid;    /* tgid, 0 when none */
+	__u32 detail;        /* ptrace mode or signal number */
+	char subject_comm[GUARD_COMM_LEN];
+	char target_comm[GUARD_COMM_LEN];
+};
+
+#endif

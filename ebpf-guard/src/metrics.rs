@@ -1,0 +1,91 @@
+//! Prometheus metrics of the agent: audit events by hook and decision, kernel-side
+//! counters, protected pods and readiness.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of the events counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// Hook name (`ptrace_access_check`, `file_open`, ...).
+    pub hook: String,
+    /// Decision name (`deny`, `audit`, `allow`).
+    pub decision: String,
+}
+
+/// Every metric the agent exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Audit events by hook and decision.
+    pub events: Family<EventLabels, Counter>,
+    /// Events the kernel dropped because the ring buffer was full.
+    pub ringbuf_dropped: Gauge,
+    /// Lineage inserts that failed (the container failed closed).
+    pub lineage_full: Gauge,
+    /// Injected pods currently registered.
+    pub protected_pods: Gauge,
+    /// 1 when the guard enforces, 0 otherwise.
+    pub ready: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `strongroom_guard` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("strongroom_guard");
+        sub.register(
+            "events",
+            "Guard events by hook and decision",
+            self.events.clone(),
+        );
+        sub.register(
+            "ringbuf_dropped",
+            "Events dropped by the kernel because the ring buffer was full",
+            self.ringbuf_dropped.clone(),
+        );
+        sub.register(
+            "lineage_full",
+            "Lineage inserts that failed because the map was full (fail closed)",
+            self.lineage_full.clone(),
+        );
+        sub.register(
+            "protected_pods",
+            "Injected pods registered",
+            self.protected_pods.clone(),
+        );
+        sub.register("ready", "1 when the guard enforces", self.ready.clone());
+    }
+
+    /// Counts one event.
+    pub fn count_event(&self, hook: &str, decision: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                hook: hook.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_count_event_is_exported_with_labels() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.count_event("ptrace_access_check", "deny");
+        metrics.count_event("ptrace_access_check", "deny");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains(
+                "strongroom_guard_events_total{hook=\"ptrace_access_check\",decision=\"deny\"} 2"
+            ),
+            "{text}"
+        );
+    }
+}
