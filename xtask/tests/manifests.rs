@@ -81,21 +81,41 @@ fn render_py(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The chart rendered with one values file, as multi-document YAML. Renders are cached for the
-/// whole test binary: each costs a Python start and a load of the Helm library.
+/// The chart rendered with one values file, as multi-document YAML (release `strongroom` in
+/// `strongroom-system`, as committed).
 fn render(values: &Path) -> String {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    render_as(values, "strongroom", NAMESPACE)
+}
+
+/// The chart rendered with one values file for a given release name and namespace. Renders are
+/// cached for the whole test binary: each costs a Python start and a load of the Helm library.
+fn render_as(values: &Path, release: &str, namespace: &str) -> String {
+    type Key = (PathBuf, String, String);
+    static CACHE: OnceLock<Mutex<HashMap<Key, String>>> = OnceLock::new();
+    let key = (
+        values.to_path_buf(),
+        release.to_string(),
+        namespace.to_string(),
+    );
     let cache = CACHE.get_or_init(Mutex::default);
-    if let Some(hit) = cache.lock().expect("render cache").get(values) {
+    if let Some(hit) = cache.lock().expect("render cache").get(&key) {
         return hit.clone();
     }
     let path = values.to_str().expect("utf-8 path");
-    let rendered = render_py(&["render", path])
+    let args = [
+        "render",
+        path,
+        "--release",
+        release,
+        "--namespace",
+        namespace,
+    ];
+    let rendered = render_py(&args)
         .unwrap_or_else(|error| panic!("rendering with {}: {error}", values.display()));
     cache
         .lock()
         .expect("render cache")
-        .insert(values.to_path_buf(), rendered.clone());
+        .insert(key, rendered.clone());
     rendered
 }
 
@@ -1182,4 +1202,213 @@ fn chart_lint_with_a_broken_template_fails() {
     ])
     .expect_err("lint passed a chart with an unparsable template");
     assert!(report.contains("templates/broken.yaml"), "{report}");
+}
+
+#[test]
+fn rendered_objects_reference_each_other_consistently_for_any_release() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    for (release, namespace) in [("strongroom", NAMESPACE), ("acme", "secrets")] {
+        for file in values_files() {
+            let at = format!("{} as {release} in {namespace}", file.display());
+            let objects = documents(&render_as(&file, release, namespace));
+            let deployment: Deployment = only(&objects, "Deployment");
+            let name_of = |o: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                o.name.clone().unwrap_or_default()
+            };
+            let webhook = name_of(&deployment.metadata);
+            let spec = deployment.spec.clone().expect("spec");
+            let selector = spec.selector.match_labels.clone().expect("matchLabels");
+            let pod_labels = spec
+                .template
+                .metadata
+                .clone()
+                .and_then(|m| m.labels)
+                .expect("labels");
+            assert!(
+                selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+                "{at}"
+            );
+            let pod = spec.template.spec.clone().expect("pod spec");
+            let container = &pod.containers[0];
+            let env = |key: &str| {
+                container
+                    .env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == key)
+                    .and_then(|e| e.value.clone())
+            };
+
+            // Service -> pods and port; webhook configuration -> Service.
+            let service: Service = only(&objects, "Service");
+            assert_eq!(name_of(&service.metadata), webhook, "{at}");
+            let service_spec = service.spec.expect("service spec");
+            assert_eq!(service_spec.selector.as_ref(), Some(&selector), "{at}");
+            let https = service_spec
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some("https"))
+                .expect("https port");
+            let container_ports: Vec<String> = container
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone())
+                .collect();
+            assert_eq!(https.target_port, Some(IntOrString::String("https".into())));
+            assert!(container_ports.contains(&"https".to_string()), "{at}");
+            let config: MutatingWebhookConfiguration =
+                only(&objects, "MutatingWebhookConfiguration");
+            let hook = &config.webhooks.as_ref().expect("webhooks")[0];
+            let target = hook.client_config.service.as_ref().expect("service ref");
+            assert_eq!(
+                (target.name.as_str(), target.namespace.as_str()),
+                (webhook.as_str(), namespace)
+            );
+            assert_eq!(target.port, Some(https.port), "{at}");
+            let excluded = hook
+                .namespace_selector
+                .as_ref()
+                .and_then(|s| s.match_expressions.clone())
+                .unwrap_or_default();
+            assert!(
+                excluded
+                    .iter()
+                    .any(|e| e.values.iter().flatten().any(|v| v == namespace)),
+                "{at}: own namespace not excluded"
+            );
+
+            // PDB and NetworkPolicy select the webhook pods.
+            let pdb: PodDisruptionBudget = only(&objects, "PodDisruptionBudget");
+            let pdb_selector = pdb
+                .spec
+                .and_then(|s| s.selector)
+                .and_then(|s| s.match_labels);
+            assert_eq!(pdb_selector.as_ref(), Some(&selector), "{at}");
+            let policy_selects_webhook = find(&objects, "NetworkPolicy").into_iter().any(|p| {
+                let policy: NetworkPolicy = typed(p);
+                policy
+                    .spec
+                    .and_then(|s| s.pod_selector.and_then(|p| p.match_labels))
+                    .as_ref()
+                    == Some(&selector)
+            });
+            assert!(policy_selects_webhook, "{at}");
+
+            // ServiceAccount -> bindings -> roles.
+            let account = pod
+                .service_account_name
+                .clone()
+                .expect("serviceAccountName");
+            let accounts: Vec<String> = find(&objects, "ServiceAccount")
+                .into_iter()
+                .map(|o| name(o).to_string())
+                .collect();
+            assert!(accounts.contains(&account), "{at}");
+            let cluster_roles: Vec<ClusterRole> = find(&objects, "ClusterRole")
+                .into_iter()
+                .map(typed)
+                .collect();
+            for binding in find(&objects, "ClusterRoleBinding") {
+                let binding: ClusterRoleBinding = typed(binding);
+                assert!(
+                    cluster_roles
+                        .iter()
+                        .any(|r| name_of(&r.metadata) == binding.role_ref.name),
+                    "{at}: binding to a missing ClusterRole"
+                );
+                for subject in binding.subjects.iter().flatten() {
+                    assert!(accounts.contains(&subject.name), "{at}");
+                    assert_eq!(subject.namespace.as_deref(), Some(namespace), "{at}");
+                }
+            }
+
+            // TLS: names the webhook, RBAC and cert-manager use must agree.
+            let stem = file.file_stem().and_then(|s| s.to_str()).expect("stem");
+            let config_name = name_of(&config.metadata);
+            let svc_dns = format!("{webhook}.{namespace}.svc");
+            match stem {
+                "cert-manager" => {
+                    let certificates: Vec<&Value> = find(&objects, "Certificate");
+                    let serving = certificates
+                        .iter()
+                        .find(|c| c["spec"]["dnsNames"].is_array())
+                        .expect("serving Certificate");
+                    let inject = config
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("cert-manager.io/inject-ca-from").cloned());
+                    assert_eq!(
+                        inject,
+                        Some(format!("{namespace}/{}", name(serving))),
+                        "{at}"
+                    );
+                    let dns: Vec<&str> = serving["spec"]["dnsNames"]
+                        .as_array()
+                        .expect("dnsNames")
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    assert!(dns.contains(&svc_dns.as_str()), "{at}");
+                    let issuer = serving["spec"]["issuerRef"]["name"]
+                        .as_str()
+                        .expect("issuer");
+                    assert!(
+                        find(&objects, "Issuer").iter().any(|i| name(i) == issuer),
+                        "{at}"
+                    );
+                    let secret = serving["spec"]["secretName"].as_str().expect("secretName");
+                    let volume_secret = pod
+                        .volumes
+                        .iter()
+                        .flatten()
+                        .find_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+                    assert_eq!(volume_secret.as_deref(), Some(secret), "{at}");
+                }
+                "helm-generated-tls" => {
+                    let secret: Secret = only(&objects, "Secret");
+                    let volume_secret = pod
+                        .volumes
+                        .iter()
+                        .flatten()
+                        .find_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()));
+                    assert_eq!(volume_secret, secret.metadata.name, "{at}");
+                }
+                _ => {
+                    assert_eq!(env("WEBHOOK_CONFIGURATION_NAME"), Some(config_name.clone()));
+                    assert_eq!(env("TLS_SECRET_NAMESPACE").as_deref(), Some(namespace));
+                    let dns = env("TLS_DNS_NAMES").expect("TLS_DNS_NAMES");
+                    assert!(dns.split(',').any(|n| n == svc_dns), "{at}");
+                    let secret_name = env("TLS_SECRET_NAME").expect("TLS_SECRET_NAME");
+                    let mwc_rule = cluster_roles
+                        .iter()
+                        .flat_map(|r| r.rules.iter().flatten())
+                        .find(|rule| {
+                            rule.resources
+                                .iter()
+                                .flatten()
+                                .any(|r| r == "mutatingwebhookconfigurations")
+                        })
+                        .expect("caBundle rule");
+                    assert_eq!(mwc_rule.resource_names.as_deref(), Some(&[config_name][..]));
+                    let role: Role = only(&objects, "Role");
+                    assert_eq!(role.metadata.namespace.as_deref(), Some(namespace));
+                    let named = role
+                        .rules
+                        .iter()
+                        .flatten()
+                        .find(|rule| rule.resource_names.is_some())
+                        .expect("named Secret rule");
+                    assert_eq!(
+                        named.resource_names.as_deref(),
+                        Some(&[secret_name][..]),
+                        "{at}"
+                    );
+                }
+            }
+        }
+    }
 }
