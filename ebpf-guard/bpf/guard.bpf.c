@@ -2,10 +2,18 @@
 /*
  * Strongroom ebpf-guard: BPF LSM program (C, CO-RE).
  *
- * What it protects: the process tree ("lineage") of an injected container's
- * workload, rooted where the container's own init execs the injected vault-env
- * binary (registered by the agent in `injectors` by inode), plus every
- * descendant forked from a lineage member afterwards.
+ * Trust ("lineage"): the first task to exec in a container cgroup (under the
+ * kubepods tree) is the container's own init; it becomes the root of that
+ * container's lineage, and every process later forked by a lineage member
+ * joins it. This is established in the kernel at container start, so it does
+ * not depend on how fast the agent notices a new pod. Without a kubepods tree
+ * (tests), only an exec of a registered injector starts a lineage.
+ *
+ * What it protects: the lineage of an injected container. A container becomes
+ * protected (its `containers` entry gets a mode) when a lineage member execs a
+ * registered injector binary (vault-env, registered by the agent in
+ * `injectors` by inode), or when the agent marks the containers of a pod whose
+ * injector it found on disk. Unprotected containers (mode 0) are untouched.
  *
  * Against whom: outsiders, i.e. every task that is not in the same lineage and
  * is not a host task. An exec session (runc/crun exec, kubectl debug with a
@@ -39,8 +47,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define EACCES 13
 #define PTRACE_MODE_NOAUDIT 0x04
 
-#define MAX_LINEAGE 16384
-#define MAX_CONTAINERS 1024
+#define MAX_LINEAGE 65536
+#define MAX_CONTAINERS 8192
 #define MAX_INODES 4096
 
 struct {
@@ -144,13 +152,13 @@ static __always_inline bool current_is_host(struct task_struct *cur)
 	return true;
 }
 
-static __always_inline __u32 container_mode(__u64 cg)
+/* Current is under the kubepods cgroup tree (0 if no tree is configured). */
+static __always_inline bool current_in_kubepods(void)
 {
-	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
-	/* Unknown or unset mode: enforce (fail closed). */
-	if (!cs || cs->mode != GUARD_MODE_AUDIT)
-		return GUARD_MODE_ENFORCE;
-	return GUARD_MODE_AUDIT;
+	__u32 zero = 0;
+	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
+	return cfg && cfg->kubepods_cg &&
+	       bpf_get_current_ancestor_cgroup_id(cfg->kubepods_level) == cfg->kubepods_cg;
 }
 
 static __always_inline void emit(struct task_struct *cur, __u32 hook, __u32 decision,
@@ -197,18 +205,22 @@ static __always_inline int check_task_access(struct task_struct *target, __u32 h
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
 	struct lineage_entry *tl = lineage_of(target);
+	struct container_state *cs;
 	__u64 lineage_cg;
 
 	if (tl) {
 		lineage_cg = tl->container_cg;
+		cs = bpf_map_lookup_elem(&containers, &lineage_cg);
+		if (!cs || !cs->mode)
+			return 0; /* lineage of an unprotected container */
 	} else {
-		/* Untracked target: protected only if its container is degraded (fail closed). */
-		__u64 tcg = task_cgroup_id(target);
-		struct container_state *cs = bpf_map_lookup_elem(&containers, &tcg);
-		if (!cs || !(cs->flags & GUARD_CONTAINER_DEGRADED))
+		/* Untracked target: protected only if its protected container is degraded. */
+		lineage_cg = task_cgroup_id(target);
+		cs = bpf_map_lookup_elem(&containers, &lineage_cg);
+		if (!cs || !cs->mode || !(cs->flags & GUARD_CONTAINER_DEGRADED))
 			return 0;
-		lineage_cg = tcg;
 	}
+	__u32 mode = cs->mode;
 
 	struct lineage_entry *sl = lineage_of(cur);
 	if (sl && sl->container_cg == lineage_cg)
@@ -216,7 +228,6 @@ static __always_inline int check_task_access(struct task_struct *target, __u32 h
 	if (current_is_host(cur))
 		return 0;
 
-	__u32 mode = container_mode(lineage_cg);
 	__u32 decision = mode == GUARD_MODE_AUDIT ? GUARD_DECISION_AUDIT : GUARD_DECISION_DENY;
 	if (record)
 		emit(cur, hook, decision, target, lineage_cg, 0, 0, detail);
@@ -358,9 +369,14 @@ int BPF_PROG(guard_file_open, struct file *file, int ret)
 }
 
 /*
- * Lineage start: after a successful exec of a registered injector by the task
- * that reserved its container (or, where no LSM hook ran, by the first task of
- * a container to exec it), the thread group becomes the lineage root.
+ * Lineage start and protection, after a successful exec:
+ * - the first exec in a container cgroup (under kubepods, or of a registered
+ *   injector where no kubepods tree is configured) makes the task the root of
+ *   the container's lineage; claiming is atomic, so a racing exec session
+ *   never becomes the root;
+ * - a lineage member exec'ing a registered injector marks its container
+ *   protected with the injector's mode and pod (emits a lineage_start event).
+ * An outsider's exec (only possible in audit mode for the injector) starts nothing.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
@@ -368,43 +384,58 @@ int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
 {
 	struct inode_key key = file_key(BPF_CORE_READ(bprm, file));
 	struct inode_policy *pol = bpf_map_lookup_elem(&injectors, &key);
+	struct lineage_entry *pl = lineage_of(p);
+	__u64 cg;
+
+	if (pl) {
+		cg = pl->container_cg;
+	} else {
+		if (current_is_host(p))
+			return 0;
+		if (!pol && !current_in_kubepods())
+			return 0;
+		__u32 tgid = BPF_CORE_READ(p, tgid);
+		cg = bpf_get_current_cgroup_id();
+		struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+		if (!cs) {
+			struct container_state fresh = {
+				.owner_tgid = tgid,
+				.flags = GUARD_CONTAINER_PENDING,
+			};
+			if (bpf_map_update_elem(&containers, &cg, &fresh, BPF_NOEXIST) != 0 &&
+			    !bpf_map_lookup_elem(&containers, &cg)) {
+				stat_inc(GUARD_STAT_CONTAINERS_FULL);
+				return 0;
+			}
+			cs = bpf_map_lookup_elem(&containers, &cg);
+			if (!cs)
+				return 0;
+		}
+		/* Reserved for another task by its injector exec check: not ours. */
+		if ((cs->flags & GUARD_CONTAINER_PENDING) && cs->owner_tgid != tgid)
+			return 0;
+		/* Atomic claim: only one task ever roots a container's lineage. */
+		if (__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_ACTIVE) & GUARD_CONTAINER_ACTIVE)
+			return 0;
+		cs->owner_tgid = tgid;
+		struct lineage_entry root = {
+			.start_time = BPF_CORE_READ(p, group_leader, start_time),
+			.container_cg = cg,
+		};
+		if (bpf_map_update_elem(&lineage, &tgid, &root, BPF_ANY) != 0) {
+			stat_inc(GUARD_STAT_LINEAGE_FULL);
+			__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_DEGRADED);
+		}
+	}
+
 	if (!pol)
 		return 0;
-	if (lineage_of(p) || current_is_host(p))
-		return 0;
-
-	__u32 tgid = BPF_CORE_READ(p, tgid);
-	__u64 cg = bpf_get_current_cgroup_id();
 	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
-	if (!cs) {
-		struct container_state fresh = {
-			.mode = pol->mode,
-			.flags = GUARD_CONTAINER_PENDING,
-			.pod_tag = pol->pod_tag,
-			.owner_tgid = tgid,
-		};
-		if (bpf_map_update_elem(&containers, &cg, &fresh, BPF_NOEXIST) != 0) {
-			stat_inc(GUARD_STAT_CONTAINERS_FULL);
-			return 0;
-		}
-		cs = bpf_map_lookup_elem(&containers, &cg);
-		if (!cs)
-			return 0;
-	}
-	/* An outsider's exec that audit mode let through starts nothing. */
-	if ((cs->flags & GUARD_CONTAINER_ACTIVE) || cs->owner_tgid != tgid)
+	if (!cs)
 		return 0;
-
-	struct lineage_entry root = {
-		.start_time = BPF_CORE_READ(p, group_leader, start_time),
-		.container_cg = cg,
-	};
-	if (bpf_map_update_elem(&lineage, &tgid, &root, BPF_ANY) != 0) {
-		stat_inc(GUARD_STAT_LINEAGE_FULL);
-		__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_ACTIVE | GUARD_CONTAINER_DEGRADED);
-	} else {
-		__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_ACTIVE);
-	}
+	if (pol->mode > cs->mode)
+		cs->mode = pol->mode;
+	cs->pod_tag = pol->pod_tag;
 	emit(p, GUARD_HOOK_LINEAGE_START, GUARD_DECISION_ALLOW, p, cg, key.ino, key.dev, 0);
 	return 0;
 }

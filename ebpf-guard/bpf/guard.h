@@ -26,8 +26,8 @@
 #define GUARD_DECISION_ALLOW 3 /* informational (lineage start) */
 
 /* container_state.flags */
-#define GUARD_CONTAINER_PENDING 1  /* injector exec checked, lineage not started yet */
-#define GUARD_CONTAINER_ACTIVE 2   /* lineage started */
+#define GUARD_CONTAINER_PENDING 1  /* reserved by an injector exec check for owner_tgid */
+#define GUARD_CONTAINER_ACTIVE 2   /* lineage root claimed (first exec in the container) */
 #define GUARD_CONTAINER_DEGRADED 4 /* a lineage insert failed: fail closed for the whole container */
 
 /* guard_config.flags */
@@ -63,7 +63,7 @@ struct lineage_entry {
 
 /* Value of the `containers` map, keyed by the container's cgroup id (__u64). */
 struct container_state {
-	__u32 mode;
+	__u32 mode; /* 0: not protected (lineage tracked only); else GUARD_MODE_* */
 	__u32 flags;
 	__u64 pod_tag;
 	__u32 owner_tgid; /* task whose injector exec reserved the entry */

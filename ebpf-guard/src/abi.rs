@@ -30,9 +30,9 @@ pub const DECISION_AUDIT: u32 = 2;
 /// Decision: allowed (informational events).
 pub const DECISION_ALLOW: u32 = 3;
 
-/// `ContainerState::flags`: injector exec checked, lineage not started yet.
+/// `ContainerState::flags`: reserved by an injector exec check for `owner_tgid`.
 pub const CONTAINER_PENDING: u32 = 1;
-/// `ContainerState::flags`: lineage started.
+/// `ContainerState::flags`: lineage root claimed (first exec in the container).
 pub const CONTAINER_ACTIVE: u32 = 2;
 /// `ContainerState::flags`: a lineage insert failed; the container fails closed.
 pub const CONTAINER_DEGRADED: u32 = 4;
@@ -90,7 +90,7 @@ pub struct LineageEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContainerState {
-    /// `MODE_*`.
+    /// 0 while the container is not protected (lineage tracked only), else `MODE_*`.
     pub mode: u32,
     /// `CONTAINER_*` bits.
     pub flags: u32,

@@ -134,6 +134,11 @@ impl CgroupIndex {
         self.by_id.get(&id).cloned()
     }
 
+    /// Identity of a cgroup id as of the last refresh.
+    pub fn get(&self, id: u64) -> Option<&CgroupIdentity> {
+        self.by_id.get(&id)
+    }
+
     /// Whether a cgroup id is currently known (after the last refresh).
     pub fn contains(&self, id: u64) -> bool {
         self.by_id.contains_key(&id)

@@ -68,22 +68,11 @@ pub fn reconcile(
         }
     }
 
-    let have = guard.tokens();
-    for key in have.keys().filter(|k| !want_tokens.contains_key(k)) {
-        guard.remove_token(key)?;
-        changes.unregistered += 1;
-    }
-    for (key, policy) in &want_tokens {
-        if have.get(key) != Some(policy) {
-            guard.put_token(*key, *policy)?;
-            changes.registered += 1;
-        }
-    }
-
-    // Mode changes reach running containers through their pod tag.
-    let modes: HashMap<u64, u32> = want_injectors
+    // Containers before tokens: a token must never be registered while its own pod's
+    // containers are not yet marked, or vault-env could be refused its own token.
+    let by_tag: HashMap<u64, InodePolicy> = want_injectors
         .values()
-        .map(|policy| (policy.pod_tag, policy.mode))
+        .map(|policy| (policy.pod_tag, *policy))
         .collect();
     for (cg, mut state) in guard.containers() {
         if let Some(cgroups) = cgroups
@@ -93,12 +82,32 @@ pub fn reconcile(
             changes.containers_dropped += 1;
             continue;
         }
-        if let Some(&mode) = modes.get(&state.pod_tag)
-            && mode != state.mode
+        // The kernel tags containers whose lineage ran an injector; the agent also marks
+        // every container of an injected pod it can place through the cgroup tree (covers
+        // pods that started before their injector was registered).
+        let policy = by_tag.get(&state.pod_tag).copied().or_else(|| {
+            let uid = cgroups?.get(cg)?.pod_uid.clone()?;
+            by_tag.get(&pod_tag(&uid)).copied()
+        });
+        if let Some(policy) = policy
+            && (policy.mode != state.mode || policy.pod_tag != state.pod_tag)
         {
-            state.mode = mode;
+            state.mode = policy.mode;
+            state.pod_tag = policy.pod_tag;
             guard.put_container(cg, state)?;
             changes.modes_updated += 1;
+        }
+    }
+
+    let have = guard.tokens();
+    for key in have.keys().filter(|k| !want_tokens.contains_key(k)) {
+        guard.remove_token(key)?;
+        changes.unregistered += 1;
+    }
+    for (key, policy) in &want_tokens {
+        if have.get(key) != Some(policy) {
+            guard.put_token(*key, *policy)?;
+            changes.registered += 1;
         }
     }
     Ok(changes)

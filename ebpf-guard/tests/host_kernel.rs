@@ -319,6 +319,71 @@ fn lineage_injector_exec_starts_lineage_forks_inherit_and_exit_cleans_up() {
 }
 
 #[test]
+fn lineage_first_exec_in_kubepods_container_is_tracked_then_agent_marks_pod() {
+    let mut tg = TestGuard::load(Vec::new());
+    let cg = TestCgroup::new();
+    let root_dir = cgroup::find_cgroup2_root().expect("root");
+    let base_id = cgroup::cgroup_id(&cg.base).expect("base id");
+    let base_level = u32::try_from(
+        cg.base
+            .strip_prefix(&root_dir)
+            .expect("under root")
+            .components()
+            .count(),
+    )
+    .expect("level");
+    tg.get()
+        .set_config(GuardConfig {
+            kubepods_cg: base_id,
+            kubepods_level: base_level,
+            flags: CONFIG_HOST_BYPASS,
+        })
+        .expect("config");
+    // No injector registered yet: the container's first exec still roots its lineage.
+    let (mut root, mut out) =
+        spawn_in_cgroup(&cg.leaf, Path::new("/bin/sh"), "sleep 30 & echo $!; wait");
+    let root_pid = read_pid(&mut out);
+    let child_pid = read_pid(&mut out);
+    let lineage = tg.get().lineage();
+    assert_eq!(
+        lineage.get(&root_pid).map(|e| e.container_cg),
+        Some(cg.id())
+    );
+    assert_eq!(
+        lineage.get(&child_pid).map(|e| e.container_cg),
+        Some(cg.id())
+    );
+    assert_eq!(
+        tg.get().containers()[&cg.id()].mode,
+        0,
+        "not protected before the agent knows the pod"
+    );
+
+    // The agent then finds the pod's injector on disk and marks the container by pod uid.
+    let kubelet_root = tempfile::tempdir().expect("tempdir");
+    let uid = "0f0e0d0c-0000-1111-2222-333344445555";
+    let injector_dir = kubelet_root
+        .path()
+        .join("pods")
+        .join(uid)
+        .join(kubelet::INJECTOR_DIR);
+    fs::create_dir_all(&injector_dir).expect("mkdir");
+    fs::write(injector_dir.join("vault-env"), b"bin").expect("write");
+    let pods = kubelet::scan(kubelet_root.path()).expect("scan");
+    let mut index = CgroupIndex::new(root_dir);
+    index.refresh();
+    let changes =
+        protect::reconcile(tg.get(), &pods, Mode::Enforce, Some(&index)).expect("reconcile");
+    assert_eq!(changes.modes_updated, 1);
+    let state = tg.get().containers()[&cg.id()];
+    assert_eq!(state.mode, MODE_ENFORCE);
+    assert_eq!(state.pod_tag, pod_tag(uid));
+
+    let _ = Command::new("kill").arg(child_pid.to_string()).status();
+    kill(&mut root);
+}
+
+#[test]
 fn lineage_host_task_outside_kubepods_starts_no_lineage() {
     let mut tg = TestGuard::load(Vec::new());
     let dir = tempfile::tempdir().expect("tempdir");
