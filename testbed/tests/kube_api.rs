@@ -178,6 +178,81 @@ async fn token_review_bad_signature_unauthenticated_valid_authenticated() -> Tes
     Ok(())
 }
 
+#[tokio::test]
+async fn fake_api_service_account_and_webhook_config_patch_round_trip() -> TestResult {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let api = FakeApiServer::start(ServiceAccountIssuer::new()?.verifier())?;
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "app-sa", "namespace": "demo" },
+        "imagePullSecrets": [{ "name": "pull" }],
+    }))?;
+    api.insert(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "strongroom" },
+        "webhooks": [{
+            "name": "pods.strongroom.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": { "service": { "name": "wh", "namespace": "sys" } },
+        }],
+    }))?;
+    let client = kube_client(&api)?;
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), "demo");
+    let sa = sas.get("app-sa").await?;
+    assert_eq!(sa.image_pull_secrets.unwrap_or_default()[0].name, "pull");
+
+    let mwcs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client);
+    let patch = serde_json::from_value(json!([
+        { "op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "Q0E=" }
+    ]))?;
+    let patched = mwcs
+        .patch(
+            "strongroom",
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await?;
+    let bundle = patched.webhooks.unwrap_or_default()[0]
+        .client_config
+        .ca_bundle
+        .clone();
+    assert_eq!(bundle.map(|b| b.0), Some(b"CA".to_vec()));
+    assert_eq!(
+        api.count_requests(
+            "PATCH",
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/strongroom"
+        ),
+        1
+    );
+    match mwcs.get("absent").await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 404);
+            assert_eq!(
+                status.message,
+                "mutatingwebhookconfigurations.admissionregistration.k8s.io \"absent\" not found"
+            );
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[cfg(feature = "kube")]
+#[tokio::test]
+async fn fake_api_kube_client_helper_lists_configmaps() -> TestResult {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api = FakeApiServer::start(ServiceAccountIssuer::new()?.verifier())?;
+    api.insert(json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "c", "namespace": "default", "labels": { "app": "x" } } }))?;
+    api.insert(json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "d", "namespace": "default" } }))?;
+    let cms: kube::Api<ConfigMap> = kube::Api::default_namespaced(api.kube_client()?);
+    let listed = cms
+        .list(&kube::api::ListParams::default().labels("app=x"))
+        .await?;
+    assert_eq!(listed.items.len(), 1);
+    Ok(())
+}
+
 #[test]
 fn fake_api_feature_free_plain_test_can_insert_and_get() -> TestResult {
     let api = FakeApiServer::start(ServiceAccountIssuer::new()?.verifier())?;

@@ -191,3 +191,62 @@ fn postgres_database_engine_issues_creds_that_log_in_with_visible_lease() -> Res
     assert!(!pg.can_login(user, pass));
     Ok(())
 }
+
+#[test]
+fn database_lease_short_ttl_renews_and_extends_valid_until() -> Result<()> {
+    let pg = Postgres::start()?;
+    let bao = OpenBao::start()?;
+    bao.enable_database(
+        &pg,
+        "short",
+        Duration::from_secs(4),
+        Duration::from_secs(12),
+    )?;
+    let creds = bao.api("GET", "database/creds/short", None)?;
+    assert_eq!(creds["lease_duration"], 4);
+    assert_eq!(creds["renewable"], true);
+    let user = creds["data"]["username"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let valid_until = |pg: &Postgres| -> Result<i64> {
+        let out = pg.psql(&format!(
+            "SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = '{user}'"
+        ))?;
+        out.parse().map_err(|_| Error::Decode {
+            what: "rolvaliduntil",
+            detail: out.clone(),
+        })
+    };
+    let before = valid_until(&pg)?;
+
+    std::thread::sleep(Duration::from_millis(2100));
+    let renewed = bao.api(
+        "PUT",
+        "sys/leases/renew",
+        Some(json!({ "lease_id": creds["lease_id"], "increment": 4 })),
+    )?;
+    assert_eq!(renewed["lease_duration"], 4);
+    let after = valid_until(&pg)?;
+    assert!(
+        after >= before + 2,
+        "VALID UNTIL not extended: {before} -> {after}"
+    );
+    assert!(pg.can_login(
+        &user,
+        creds["data"]["password"].as_str().unwrap_or_default()
+    ));
+    Ok(())
+}
+
+#[test]
+fn client_env_tls_variant_names_addr_and_cacert() -> Result<()> {
+    let bao = OpenBao::start_tls()?;
+    let env = bao.client_env();
+    assert_eq!(env[0], ("VAULT_ADDR", bao.addr().to_owned()));
+    assert_eq!(env.get(1).map(|e| e.0), Some("VAULT_CACERT"));
+    // The CA file really verifies the server: a plain-trust client would fail.
+    let jwt = bao.issuer().issue("fixtures-1", "default")?;
+    assert!(bao.login_kubernetes(&jwt)?["client_token"].is_string());
+    Ok(())
+}
