@@ -58,11 +58,9 @@ def import_helm():
 
 
 def load_values(path: Path) -> dict:
-    import yaml  # PyYAML ships with helm-python-sdk's dependencies and Debian's python3
-
-    with path.open(encoding="utf-8") as handle:
-        values = yaml.safe_load(handle)
-    return values or {}
+    """A values file parsed by Helm's own YAML reader (the `-f` path), so no PyYAML is needed."""
+    helm = import_helm()
+    return helm.values_from_yaml(path.read_text(encoding="utf-8")) or {}
 
 
 def split_documents(text: str) -> list[str]:
@@ -155,8 +153,7 @@ def lint(values_files: list[Path], chart: Path = CHART) -> int:
 def match(values_file: Path, pods: list) -> list[bool]:
     """Evaluates the rendered pod webhook's matchConditions on each pod, as the API server does
     (all conditions must be true), with cel-python, a conforming CEL implementation."""
-    import yaml
-
+    helm = import_helm()
     try:
         import celpy  # noqa: PLC0415
     except ImportError as error:
@@ -165,8 +162,8 @@ def match(values_file: Path, pods: list) -> list[bool]:
             "`python3 -m pip install cel-python` or run `cargo xtask deps`"
         )
     config = next(
-        document for document in yaml.safe_load_all(render(values_file))
-        if document and document.get("kind") == "MutatingWebhookConfiguration"
+        helm.values_from_yaml(document) for document in split_documents(render(values_file))
+        if kind_of(document) == "MutatingWebhookConfiguration"
     )
     conditions = config["webhooks"][0].get("matchConditions") or []
     environment = celpy.Environment()
