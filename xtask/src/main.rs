@@ -4,6 +4,7 @@
 mod deps;
 mod manifests;
 mod test;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Everything CI runs: fmt, clippy -D warnings, unit and integration tests, VM tests.
     Test(test::Args),
+    /// Boot the QEMU guest and run the ebpf-guard scenarios (`--scenario NAME` to pick).
+    VmTest(vm::Args),
     /// Install the system packages and Python tools the tests and demo need.
     Deps,
     /// Re-render manifests/rendered/ from the Helm chart (after linting it).
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Deps => deps::ensure_all(),
         Command::Manifests => manifests::run(),
+        Command::VmTest(args) => vm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

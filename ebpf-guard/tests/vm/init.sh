@@ -1,0 +1,69 @@
+#!/bin/busybox sh
+# PID 1 of the vm-test guest (see README.md). Stage 1 copies the initramfs into a tmpfs and
+# switch_roots into it (crun's pivot_root fails from an initramfs); stage 2 mounts the kernel
+# filesystems, runs the scenarios named in VMTEST_SCENARIOS and powers off.
+# Every line the host parses starts with "VMTEST ".
+
+if [ "$1" != stage2 ]; then
+	/bin/busybox mkdir -p /proc /sys /dev /newroot
+	/bin/busybox --install -s /bin
+	mount -t proc proc /proc
+	mount -t devtmpfs devtmpfs /dev
+	# Kernel messages would interleave with result lines: only emergencies reach the console.
+	echo 1 >/proc/sys/kernel/printk
+	mount -t tmpfs -o mode=0755,size=80% tmpfs /newroot
+	for entry in /*; do
+		case "$entry" in /proc | /sys | /dev | /newroot) continue ;; esac
+		cp -a "$entry" /newroot/
+	done
+	mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/tmp /newroot/run
+	umount /proc
+	umount /dev
+	exec switch_root /newroot /init stage2
+	echo "VMTEST FATAL switch_root failed"
+	poweroff -f
+fi
+
+export PATH=/probes:/bin:/usr/local/bin
+export HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpffs /sys/fs/bpf
+mount -t securityfs securityfs /sys/kernel/security
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+# Controllers for child cgroups (the pod slices), as a kubelet node has them.
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+	echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
+done
+hostname vmtest-node
+exec </dev/console >/dev/console 2>&1
+
+echo "VMTEST BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
+echo "VMTEST LSM $(cat /sys/kernel/security/lsm)"
+echo "VMTEST INFO vault-env=${VMTEST_VAULT_ENV:-unknown} guard=${VMTEST_GUARD:-0}"
+
+for name in $(echo "${VMTEST_SCENARIOS:-}" | tr ',' ' '); do
+	script=/vmtest/scenarios/$name.sh
+	echo "VMTEST SCENARIO $name START"
+	if [ ! -f "$script" ]; then
+		echo "VMTEST RESULT $name script FAIL no such scenario in the guest"
+		echo "VMTEST SCENARIO $name END 127"
+		continue
+	fi
+	# Each scenario runs in its own shell so a crash or `exit` ends only that scenario;
+	# lib.sh's cleanup stops the scenario's pods whatever happens.
+	VMTEST_SCENARIO=$name sh -c ". /vmtest/lib.sh; vmtest_main $script"
+	echo "VMTEST SCENARIO $name END $?"
+done
+
+echo "VMTEST DONE uptime=$(cut -d' ' -f1 /proc/uptime)"
+sync
+poweroff -f

@@ -1,0 +1,278 @@
+//! Builds what goes into the guest: static C probes, static `vault-env` and `ebpf-guard`, and
+//! the initramfs holding them with busybox-static and the scenario scripts.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use super::Layout;
+use super::cpio::{self, Entry};
+
+/// Where busybox-static installs its binary.
+const BUSYBOX: &str = "/bin/busybox";
+/// Static Rust binaries are built for this target so build scripts stay dynamic.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The binaries of one guest.
+pub struct GuestBinaries {
+    /// `(name, path)` of every compiled probe (`probes/*.c`).
+    pub probes: Vec<(String, PathBuf)>,
+    /// The binary installed as `/vault/vault-env` in every simulated pod.
+    pub vault_env: PathBuf,
+    /// `real` (the workspace's vault-env) or `stand-in` (a plain exec wrapper, used while the
+    /// real one does not build or does not exec its command yet).
+    pub vault_env_kind: &'static str,
+    /// The guard agent, when it was requested and built.
+    pub guard: Option<PathBuf>,
+}
+
+pub fn guest_binaries(layout: &Layout, want_guard: bool) -> Result<GuestBinaries> {
+    let probes = probes(&layout.tests.join("probes"), &layout.work.join("probes"))?;
+    let stand_in = probes
+        .iter()
+        .find(|(name, _)| name == "vault_env_stand_in")
+        .map(|(_, path)| path.clone())
+        .context("probes/vault_env_stand_in.c is missing")?;
+    let (vault_env, vault_env_kind) = match static_rust(layout, "vault-env", "vault-env") {
+        Ok(path) if execs_its_command(&path) => (path, "real"),
+        Ok(_) => {
+            println!("[vm] WARNING: vault-env does not exec its command yet; using the stand-in");
+            (stand_in, "stand-in")
+        }
+        Err(error) => {
+            println!("[vm] WARNING: vault-env did not build ({error:#}); using the stand-in");
+            (stand_in, "stand-in")
+        }
+    };
+    let guard = if want_guard {
+        match static_rust(layout, "ebpf-guard", "ebpf-guard") {
+            Ok(path) => Some(path),
+            Err(error) => {
+                println!(
+                    "[vm] WARNING: ebpf-guard did not build ({error:#}); \
+                     running only scenarios that do not need it"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(GuestBinaries {
+        probes,
+        vault_env,
+        vault_env_kind,
+        guard,
+    })
+}
+
+/// Compiles every `probes/*.c` with `gcc -static -O2` (skipping those already up to date).
+fn probes(src: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let headers_changed = newest_mtime(src, "h")?;
+    let mut built = Vec::new();
+    let mut sources: Vec<PathBuf> = fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    for source in sources {
+        let name = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("probe file name is not UTF-8")?
+            .to_string();
+        let binary = out.join(&name);
+        let stale = match (mtime(&binary), mtime(&source)) {
+            (Some(bin), Some(src)) => bin < src || headers_changed.is_some_and(|h| bin < h),
+            _ => true,
+        };
+        if stale {
+            let output = Command::new("gcc")
+                .args([
+                    "-static",
+                    "-O2",
+                    "-D_GNU_SOURCE",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-o",
+                ])
+                .arg(&binary)
+                .arg(&source)
+                .output()
+                .context("running gcc")?;
+            if !output.status.success() {
+                bail!(
+                    "gcc {}: {}",
+                    source.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        built.push((name, binary));
+    }
+    Ok(built)
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn newest_mtime(dir: &Path, extension: &str) -> Result<Option<SystemTime>> {
+    Ok(fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
+        .filter_map(|p| mtime(&p))
+        .max())
+}
+
+/// `cargo build --release --target x86_64-unknown-linux-gnu` with a static C runtime.
+fn static_rust(layout: &Layout, package: &str, binary: &str) -> Result<PathBuf> {
+    println!("[vm] building static {binary}");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| layout.root.join("target"));
+    let output = crate::test::cargo(&[
+        "build",
+        "--release",
+        "--target",
+        TARGET,
+        "-p",
+        package,
+        "--bin",
+        binary,
+    ])
+    .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    .output()
+    .context("running cargo build")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        bail!(
+            "cargo build -p {package} failed:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(target_dir.join(TARGET).join("release").join(binary))
+}
+
+/// True if `vault-env CMD` with no `vault:` references in an empty environment runs CMD.
+fn execs_its_command(vault_env: &Path) -> bool {
+    let Ok(mut child) = Command::new(vault_env)
+        .env_clear()
+        .args(["/bin/sh", "-c", "echo vmtest-exec-ok"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child
+                .wait_with_output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("vmtest-exec-ok"))
+                .unwrap_or(false);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// Writes `target/vm/initramfs.cpio` and returns its path.
+pub fn initramfs(layout: &Layout, guest: &GuestBinaries) -> Result<PathBuf> {
+    let mut entries = Vec::new();
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "probes",
+        "vmtest",
+        "vmtest/scenarios",
+        "usr",
+        "usr/local",
+        "usr/local/bin",
+        "opt",
+        "opt/vault-env",
+        "var",
+        "var/lib",
+        "var/lib/kubelet",
+        "var/lib/kubelet/pods",
+    ] {
+        entries.push(Entry::Dir {
+            path: dir.into(),
+            mode: if dir == "tmp" { 0o1777 } else { 0o755 },
+        });
+    }
+    entries.push(Entry::CharDev {
+        path: "dev/console".into(),
+        mode: 0o600,
+        major: 5,
+        minor: 1,
+    });
+    entries.push(text(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    ));
+    entries.push(text("etc/group", "root:x:0:\nnogroup:x:65534:\n"));
+    entries.push(file("bin/busybox", Path::new(BUSYBOX), 0o755)?);
+    entries.push(file("init", &layout.tests.join("init.sh"), 0o755)?);
+    entries.push(file("vmtest/lib.sh", &layout.tests.join("lib.sh"), 0o644)?);
+    let scenarios = layout.tests.join("scenarios");
+    let mut scripts: Vec<PathBuf> = fs::read_dir(&scenarios)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .collect();
+    scripts.sort();
+    for script in scripts {
+        let name = script
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("scenario name is not UTF-8")?;
+        entries.push(file(&format!("vmtest/scenarios/{name}"), &script, 0o755)?);
+    }
+    for (name, path) in &guest.probes {
+        entries.push(file(&format!("probes/{name}"), path, 0o755)?);
+    }
+    entries.push(file("opt/vault-env/vault-env", &guest.vault_env, 0o755)?);
+    if let Some(guard) = &guest.guard {
+        entries.push(file("usr/local/bin/ebpf-guard", guard, 0o755)?);
+    }
+    let path = layout.work.join("initramfs.cpio");
+    let mut out = std::io::BufWriter::new(
+        fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    cpio::write(&mut out, &entries).context("writing the initramfs")?;
+    std::io::Write::flush(&mut out).context("writing the initramfs")?;
+    Ok(path)
+}
+
+fn file(path: &str, source: &Path, mode: u32) -> Result<Entry> {
+    Ok(Entry::File {
+        path: path.into(),
+        mode,
+        data: fs::read(source).with_context(|| format!("reading {}", source.display()))?,
+    })
+}
+
+fn text(path: &str, content: &str) -> Entry {
+    Entry::File {
+        path: path.into(),
+        mode: 0o644,
+        data: content.as_bytes().to_vec(),
+    }
+}

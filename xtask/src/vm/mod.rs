@@ -1,0 +1,254 @@
+//! `cargo xtask vm-test`: proves the ebpf-guard in a real kernel.
+//!
+//! Builds the static guest binaries (C probes with `gcc -static`, `vault-env` and the guard agent
+//! with `+crt-static`), packs them with busybox-static and the scenario scripts of
+//! `ebpf-guard/tests/vm/` into an initramfs, boots Debian's cloud kernel in QEMU (TCG) with the
+//! BPF LSM enabled, and reads the results back from the serial console. All selected scenarios
+//! run in one boot. The guest side is documented in `ebpf-guard/tests/vm/README.md`.
+mod build;
+mod cpio;
+mod kernel;
+mod qemu;
+mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace_root;
+use report::Report;
+
+/// Options of `cargo xtask vm-test`.
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Run only these scenarios (file names without `.sh`; a trailing `*` matches a prefix).
+    /// Default: every script in `ebpf-guard/tests/vm/scenarios/`.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// Kill the guest after this many seconds.
+    #[arg(long, default_value_t = 280)]
+    pub timeout: u64,
+    /// Echo the serial console while the guest runs.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// A scenario script and what it needs in the guest.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    /// From the `# vmtest: needs=guard` header line.
+    pub needs_guard: bool,
+}
+
+/// Paths the harness works with.
+pub struct Layout {
+    pub root: PathBuf,
+    /// `ebpf-guard/tests/vm`: the guest-side sources.
+    pub tests: PathBuf,
+    /// `target/vm`: kernel cache, built probes, initramfs, console logs.
+    pub work: PathBuf,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let root = workspace_root();
+    let layout = Layout {
+        tests: root.join("ebpf-guard/tests/vm"),
+        work: root.join("target/vm"),
+        root,
+    };
+    fs::create_dir_all(&layout.work)
+        .with_context(|| format!("creating {}", layout.work.display()))?;
+
+    let all = discover(&layout.tests.join("scenarios"))?;
+    let selected = select(&all, &args.scenarios)?;
+    println!(
+        "[vm] scenarios: {}",
+        selected
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    let kernel = kernel::ensure(&layout.work)?;
+    let guest = build::guest_binaries(&layout, selected.iter().any(|s| s.needs_guard))?;
+    let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
+    for scenario in selected {
+        if scenario.needs_guard && guest.guard.is_none() {
+            skipped.push(scenario.name);
+        } else {
+            runnable.push(scenario.name);
+        }
+    }
+    let initramfs = build::initramfs(&layout, &guest)?;
+
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let log_path = layout.work.join(format!("run-{stamp}.log"));
+    let cmdline = format!(
+        "console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 quiet \
+         VMTEST_SCENARIOS={} VMTEST_GUARD={} VMTEST_VAULT_ENV={}",
+        runnable.join(","),
+        u8::from(guest.guard.is_some()),
+        guest.vault_env_kind,
+    );
+    println!(
+        "[vm] booting {} (log: {})",
+        kernel.package,
+        log_path.display()
+    );
+    let outcome = qemu::boot(
+        &kernel.vmlinuz,
+        &initramfs,
+        &cmdline,
+        &log_path,
+        Duration::from_secs(args.timeout),
+        args.verbose,
+    )?;
+    let latest = layout.work.join("latest.log");
+    let _ = fs::remove_file(&latest);
+    let _ = fs::copy(&log_path, &latest);
+
+    let mut report = Report::parse(&outcome.console, &runnable);
+    if outcome.timed_out {
+        report.errors.push(format!(
+            "timeout: the guest ran longer than {}s",
+            args.timeout
+        ));
+    }
+    for name in &skipped {
+        report.errors.push(format!(
+            "scenario {name} needs the guard agent, which did not build (see above)"
+        ));
+    }
+    println!("[vm] results ({}):", log_path.display());
+    println!("{}", report.summary());
+    println!(
+        "[vm] boot to init {:.1}s (guest uptime {}), whole guest run {:.1}s",
+        outcome.booted_after.map_or(f64::NAN, |d| d.as_secs_f64()),
+        report
+            .booted_uptime
+            .map_or_else(|| "?".to_string(), |u| format!("{u:.1}s")),
+        outcome.elapsed.as_secs_f64()
+    );
+    if !report.ok() {
+        bail!(
+            "vm-test failed: {} failed checks, {} harness errors (console log: {})",
+            report.failed(),
+            report.errors.len(),
+            log_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Every `scenarios/*.sh`, sorted by name, with its `# vmtest: needs=` header.
+fn discover(dir: &Path) -> Result<Vec<Scenario>> {
+    let mut scenarios = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sh"))
+        else {
+            continue;
+        };
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        scenarios.push(Scenario {
+            name: name.to_string(),
+            needs_guard: needs(&text).iter().any(|n| n == "guard"),
+        });
+    }
+    scenarios.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(scenarios)
+}
+
+/// The comma-separated list of the first `# vmtest: needs=` line.
+fn needs(script: &str) -> Vec<String> {
+    script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("# vmtest: needs="))
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn select(all: &[Scenario], patterns: &[String]) -> Result<Vec<Scenario>> {
+    if patterns.is_empty() {
+        return Ok(all.to_vec());
+    }
+    let mut selected: Vec<Scenario> = Vec::new();
+    for pattern in patterns {
+        let matching: Vec<&Scenario> = all
+            .iter()
+            .filter(|s| match pattern.strip_suffix('*') {
+                Some(prefix) => s.name.starts_with(prefix),
+                None => &s.name == pattern,
+            })
+            .collect();
+        if matching.is_empty() {
+            bail!("no scenario matches `{pattern}`");
+        }
+        for scenario in matching {
+            if !selected.iter().any(|s| s.name == scenario.name) {
+                selected.push(scenario.clone());
+            }
+        }
+    }
+    Ok(selected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        Scenario {
+            name: name.into(),
+            needs_guard: false,
+        }
+    }
+
+    #[test]
+    fn needs_header_lists_guard() {
+        assert_eq!(
+            needs("# x\n# vmtest: needs=guard, other\n"),
+            ["guard", "other"]
+        );
+        assert!(needs("# vmtest: needs=\n").is_empty());
+        assert!(needs("echo\n").is_empty());
+    }
+
+    #[test]
+    fn select_prefix_pattern_matches_in_order_without_duplicates() {
+        let all = [
+            scenario("guard_a"),
+            scenario("harness_b"),
+            scenario("harness_c"),
+        ];
+        let names: Vec<String> = select(&all, &["harness_*".into(), "harness_b".into()])
+            .expect("patterns match")
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["harness_b", "harness_c"]);
+    }
+
+    #[test]
+    fn select_unknown_name_is_an_error() {
+        assert!(select(&[scenario("a")], &["b".into()]).is_err());
+    }
+}
