@@ -668,7 +668,7 @@ fn guard_daemonset_is_not_privileged_and_keeps_minimal_capabilities() {
     assert_eq!(
         args,
         "run --mode enforce --node-name $(NODE_NAME) --kubelet-root /var/lib/kubelet \
-         --pin-dir /sys/fs/bpf/strongroom --listen 0.0.0.0:9090"
+         --pin-dir /sys/fs/bpf/strongroom --listen 0.0.0.0:9090 --kube-events"
     );
     // Every host path is read-only except bpffs (pinning), and none propagates mounts back.
     for mount in container.volume_mounts.iter().flatten() {
@@ -719,6 +719,29 @@ fn guard_daemonset_is_not_privileged_and_keeps_minimal_capabilities() {
         .filter_map(|port| port.port.as_ref().map(|p| format!("{p:?}")))
         .collect();
     assert_eq!(egress_ports.len(), 3, "DNS, 443, 6443: {egress_ports:?}");
+    // Without Kubernetes Events, no --kube-events flag and no right to create events.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quiet = dir.path().join("quiet.yaml");
+    fs::write(&quiet, "guard:\n  enabled: true\n  kubeEvents: false\n").expect("write values");
+    let quiet_objects = documents(&render(&quiet));
+    let quiet_guard: DaemonSet = only(&quiet_objects, "DaemonSet");
+    let quiet_args = quiet_guard
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(!quiet_args.iter().any(|a| a == "--kube-events"));
+    let grants_events = find(&quiet_objects, "ClusterRole").into_iter().any(|role| {
+        let role: ClusterRole = typed(role);
+        role.rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|res| res == "events"))
+    });
+    assert!(
+        !grants_events,
+        "events granted although guard.kubeEvents is false"
+    );
     // The guard is only rendered when asked for.
     let default = documents(&render(&values_file("default")));
     assert!(find(&default, "DaemonSet").is_empty());
