@@ -4,9 +4,15 @@
 //! Served:
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews` — verifies service-account JWTs from a
 //!   [`ServiceAccountIssuer`](crate::ServiceAccountIssuer) (signature, expiry, audience);
-//! - `GET` (list and single), `POST`, `PUT`, `PATCH` (merge, JSON patch; strategic merge and apply
-//!   treated as merge), `DELETE` on `/api/v1/namespaces/{ns}/{secrets|configmaps|serviceaccounts}`
-//!   and `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations`.
+//! - `GET` (list, with equality `labelSelector`, and single), `POST`, `PUT` (optimistic
+//!   concurrency on `metadata.resourceVersion`), `PATCH` (merge, JSON patch; strategic merge and
+//!   apply treated as merge), `DELETE` for the kinds in `RESOURCES`: core `secrets`,
+//!   `configmaps`, `serviceaccounts`, `pods`, `events`, `namespaces`; `events.k8s.io/v1` events;
+//!   `coordination.k8s.io/v1` leases; `admissionregistration.k8s.io/v1`
+//!   mutatingwebhookconfigurations. Namespaced kinds also list across namespaces
+//!   (`/api/v1/secrets`).
+//! - Failures are `Status` objects like the real server's (`reason` `NotFound`, `AlreadyExists`,
+//!   `Conflict`, `BadRequest`, `Unauthorized`…, with `code` and `details`).
 //!
 //! Every request must carry `Authorization: Bearer <FakeApiServer::token()>`; every request is
 //! recorded in [`FakeApiServer::requests`] so tests can count calls.
@@ -48,74 +54,115 @@ pub struct RequestRecord {
     pub at: SystemTime,
 }
 
-/// The resource kinds the server stores, by their URL plural.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Secret,
-    ConfigMap,
-    ServiceAccount,
-    MutatingWebhookConfiguration,
+/// One resource type the server stores: `(apiVersion, URL plural, kind, namespaced)`.
+struct Resource {
+    api_version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
 }
 
+/// Every resource type served. Adding one is one line here; routing, storage, lists and errors
+/// are generic.
+const RESOURCES: &[Resource] = &[
+    Resource {
+        api_version: "v1",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "v1",
+        plural: "serviceaccounts",
+        kind: "ServiceAccount",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+    },
+    Resource {
+        api_version: "events.k8s.io/v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "coordination.k8s.io/v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+    },
+    Resource {
+        api_version: "admissionregistration.k8s.io/v1",
+        plural: "mutatingwebhookconfigurations",
+        kind: "MutatingWebhookConfiguration",
+        namespaced: false,
+    },
+];
+
+/// A resource type, as an index into [`RESOURCES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Kind(usize);
+
 impl Kind {
+    fn find(pred: impl Fn(&Resource) -> bool) -> Option<Self> {
+        RESOURCES.iter().position(pred).map(Kind)
+    }
+
     fn from_plural(group_version: &str, plural: &str) -> Option<Self> {
-        match (group_version, plural) {
-            ("v1", "secrets") => Some(Self::Secret),
-            ("v1", "configmaps") => Some(Self::ConfigMap),
-            ("v1", "serviceaccounts") => Some(Self::ServiceAccount),
-            ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations") => {
-                Some(Self::MutatingWebhookConfiguration)
-            }
-            _ => None,
-        }
+        Self::find(|r| r.api_version == group_version && r.plural == plural)
     }
 
     fn from_api_kind(api_version: &str, kind: &str) -> Option<Self> {
-        match (api_version, kind) {
-            ("v1", "Secret") => Some(Self::Secret),
-            ("v1", "ConfigMap") => Some(Self::ConfigMap),
-            ("v1", "ServiceAccount") => Some(Self::ServiceAccount),
-            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
-                Some(Self::MutatingWebhookConfiguration)
-            }
-            _ => None,
-        }
+        Self::find(|r| r.api_version == api_version && r.kind == kind)
+    }
+
+    fn res(self) -> &'static Resource {
+        &RESOURCES[self.0]
     }
 
     fn plural(self) -> &'static str {
-        match self {
-            Self::Secret => "secrets",
-            Self::ConfigMap => "configmaps",
-            Self::ServiceAccount => "serviceaccounts",
-            Self::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
-        }
+        self.res().plural
     }
 
     fn kind(self) -> &'static str {
-        match self {
-            Self::Secret => "Secret",
-            Self::ConfigMap => "ConfigMap",
-            Self::ServiceAccount => "ServiceAccount",
-            Self::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
-        }
+        self.res().kind
     }
 
     fn api_version(self) -> &'static str {
-        match self {
-            Self::MutatingWebhookConfiguration => "admissionregistration.k8s.io/v1",
-            _ => "v1",
-        }
+        self.res().api_version
     }
 
     fn group(self) -> &'static str {
-        match self {
-            Self::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
-            _ => "",
-        }
+        self.res()
+            .api_version
+            .rsplit_once('/')
+            .map_or("", |(g, _)| g)
     }
 
     fn namespaced(self) -> bool {
-        !matches!(self, Self::MutatingWebhookConfiguration)
+        self.res().namespaced
     }
 }
 
@@ -238,16 +285,10 @@ impl FakeApiServer {
     }
 
     /// Returns a stored object (`namespace` is ignored for cluster-scoped kinds), by URL plural
-    /// (`secrets`, `configmaps`, `serviceaccounts`, `mutatingwebhookconfigurations`).
+    /// (`secrets`, `configmaps`, `serviceaccounts`, `pods`, `events` (core v1), `namespaces`,
+    /// `leases`, `mutatingwebhookconfigurations`).
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        let kind = [
-            Kind::Secret,
-            Kind::ConfigMap,
-            Kind::ServiceAccount,
-            Kind::MutatingWebhookConfiguration,
-        ]
-        .into_iter()
-        .find(|k| k.plural() == plural)?;
+        let kind = Kind::find(|r| r.plural == plural)?;
         let ns = if kind.namespaced() { namespace } else { "" };
         self.shared
             .lock()
@@ -259,6 +300,11 @@ impl FakeApiServer {
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.lock().requests.clone()
+    }
+
+    /// Forgets the requests recorded so far (e.g. after seeding, before the code under test runs).
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
     }
 
     /// How many requests had `method` and exactly `path`.
@@ -391,56 +437,49 @@ fn route(
     body: &[u8],
 ) -> Response<Full<Bytes>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if method == Method::POST => {
+    if let ["apis", "authentication.k8s.io", "v1", "tokenreviews"] = segs.as_slice() {
+        return if method == Method::POST {
             token_review(shared, body)
-        }
-        ["api", "v1", "namespaces", ns, plural] => resource(
-            shared,
-            method,
-            "v1",
-            plural,
-            ns,
-            None,
-            query,
-            content_type,
-            body,
-        ),
-        ["api", "v1", "namespaces", ns, plural, name] => resource(
-            shared,
-            method,
-            "v1",
-            plural,
-            ns,
-            Some(name),
-            query,
-            content_type,
-            body,
-        ),
-        ["apis", group, version, plural] => resource(
-            shared,
-            method,
-            &format!("{group}/{version}"),
-            plural,
-            "",
-            None,
-            query,
-            content_type,
-            body,
-        ),
-        ["apis", group, version, plural, name] => resource(
-            shared,
-            method,
-            &format!("{group}/{version}"),
-            plural,
-            "",
-            Some(name),
-            query,
-            content_type,
-            body,
-        ),
-        _ => not_found_path(),
+        } else {
+            method_not_allowed()
+        };
     }
+    let (group_version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("v1".to_owned(), rest),
+        ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+        _ => return not_found_path(),
+    };
+    // (namespace, plural, name): "" namespace = cluster scope or all namespaces.
+    let (ns, plural, name) = match rest {
+        [plural] => ("", *plural, None),
+        ["namespaces", ns, plural] => (*ns, *plural, None),
+        ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
+        [plural, name] => ("", *plural, Some(*name)),
+        _ => return not_found_path(),
+    };
+    let req = ResourceRequest {
+        method,
+        group_version: &group_version,
+        plural,
+        ns,
+        name,
+        query,
+        content_type,
+        body,
+    };
+    resource(shared, &req)
+}
+
+/// A request for a stored resource, decoded from the URL.
+struct ResourceRequest<'a> {
+    method: &'a Method,
+    group_version: &'a str,
+    plural: &'a str,
+    ns: &'a str,
+    name: Option<&'a str>,
+    query: Option<&'a str>,
+    content_type: &'a str,
+    body: &'a [u8],
 }
 
 fn token_review(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
@@ -515,25 +554,24 @@ fn token_review(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
     )
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one routing call site; a struct would only rename them"
-)]
-fn resource(
-    shared: &Shared,
-    method: &Method,
-    group_version: &str,
-    plural: &str,
-    ns: &str,
-    name: Option<&str>,
-    query: Option<&str>,
-    content_type: &str,
-    body: &[u8],
-) -> Response<Full<Bytes>> {
+fn resource(shared: &Shared, req: &ResourceRequest<'_>) -> Response<Full<Bytes>> {
+    let ResourceRequest {
+        method,
+        group_version,
+        plural,
+        ns,
+        name,
+        query,
+        content_type,
+        body,
+    } = *req;
     let Some(kind) = Kind::from_plural(group_version, plural) else {
         return not_found_path();
     };
-    if kind.namespaced() == ns.is_empty() {
+    // A namespaced kind without a namespace is only valid as a list across all namespaces.
+    let all_namespaces =
+        kind.namespaced() && ns.is_empty() && name.is_none() && method == Method::GET;
+    if !all_namespaces && kind.namespaced() == ns.is_empty() {
         return not_found_path();
     }
     let mut store = shared.lock();
@@ -667,13 +705,17 @@ fn resource(
                 None => not_found(kind, name),
             }
         }
-        _ => status_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-            None,
-        ),
+        _ => method_not_allowed(),
     }
+}
+
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    status_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        None,
+    )
 }
 
 /// PUT/PATCH common path: optimistic concurrency on `metadata.resourceVersion`, then store.
@@ -727,7 +769,7 @@ fn list(store: &Store, kind: Kind, ns: &str, query: Option<&str>) -> Response<Fu
     let items: Vec<Value> = store
         .objects
         .iter()
-        .filter(|((k, n, _), _)| *k == kind && n == ns)
+        .filter(|((k, n, _), _)| *k == kind && (ns.is_empty() || n == ns))
         .filter(|(_, obj)| {
             selector
                 .iter()
@@ -797,7 +839,7 @@ fn parse_object(kind: Kind, ns: &str, body: &[u8]) -> Result<Value, Response<Ful
 
 /// Server-side defaulting the real API server does: Secret `stringData` folded into `data`.
 fn normalize(kind: Kind, obj: &mut Value) {
-    if kind != Kind::Secret {
+    if kind.kind() != "Secret" {
         return;
     }
     use base64::Engine as _;

@@ -267,3 +267,203 @@ fn fake_api_feature_free_plain_test_can_insert_and_get() -> TestResult {
     );
     Ok(())
 }
+
+async fn raw(
+    api: &FakeApiServer,
+    method: reqwest::Method,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), Box<dyn std::error::Error + Send + Sync>> {
+    let tls = strongroom_testbed::tls::client_config(api.ca_pem())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?;
+    let mut req = client.request(method, format!("{}{path}", api.url()));
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", content_type).body(b.to_string());
+    }
+    let resp = req.send().await?;
+    Ok((resp.status().as_u16(), resp.json().await?))
+}
+
+#[tokio::test]
+async fn fake_api_raw_http_statuses_match_real_server_shapes() -> TestResult {
+    use reqwest::Method;
+    let api = FakeApiServer::start(ServiceAccountIssuer::new()?.verifier())?;
+    let t = Some(api.token());
+    let json_ct = "application/json";
+
+    let (code, body) = raw(
+        &api,
+        Method::GET,
+        "/api/v1/namespaces/demo/secrets/x",
+        None,
+        json_ct,
+        None,
+    )
+    .await?;
+    assert_eq!((code, body["reason"].as_str()), (401, Some("Unauthorized")));
+
+    let cm = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "c" }, "data": { "a": "1" } });
+    let (code, created) = raw(
+        &api,
+        Method::POST,
+        "/api/v1/namespaces/demo/configmaps",
+        t,
+        json_ct,
+        Some(cm.clone()),
+    )
+    .await?;
+    assert_eq!(code, 201);
+    assert_eq!(created["metadata"]["namespace"], "demo");
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let (code, body) = raw(
+        &api,
+        Method::POST,
+        "/api/v1/namespaces/demo/configmaps",
+        t,
+        json_ct,
+        Some(cm.clone()),
+    )
+    .await?;
+    assert_eq!(code, 409);
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["status"], "Failure");
+    assert_eq!(body["reason"], "AlreadyExists");
+    assert_eq!(
+        body["details"],
+        json!({ "name": "c", "kind": "configmaps" })
+    );
+    assert_eq!(body["message"], "configmaps \"c\" already exists");
+
+    let mut stale = created.clone();
+    stale["metadata"]["resourceVersion"] = json!("0");
+    let (code, body) = raw(
+        &api,
+        Method::PUT,
+        "/api/v1/namespaces/demo/configmaps/c",
+        t,
+        json_ct,
+        Some(stale),
+    )
+    .await?;
+    assert_eq!((code, body["reason"].as_str()), (409, Some("Conflict")));
+
+    let patch = json!({ "metadata": { "resourceVersion": rv }, "data": { "b": "2" } });
+    let (code, patched) = raw(
+        &api,
+        Method::PATCH,
+        "/api/v1/namespaces/demo/configmaps/c",
+        t,
+        "application/merge-patch+json",
+        Some(patch.clone()),
+    )
+    .await?;
+    assert_eq!(code, 200);
+    assert_eq!(patched["data"], json!({ "a": "1", "b": "2" }));
+    // The same patch again carries a now-stale resourceVersion.
+    let (code, _) = raw(
+        &api,
+        Method::PATCH,
+        "/api/v1/namespaces/demo/configmaps/c",
+        t,
+        "application/merge-patch+json",
+        Some(patch),
+    )
+    .await?;
+    assert_eq!(code, 409);
+
+    api.insert(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "demo", "labels": { "team": "a" } } }))?;
+    let (code, ns) = raw(
+        &api,
+        Method::GET,
+        "/api/v1/namespaces/demo",
+        t,
+        json_ct,
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (code, ns["metadata"]["labels"]["team"].as_str()),
+        (200, Some("a"))
+    );
+
+    api.insert(json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "c", "namespace": "other" } }))?;
+    let (code, all) = raw(&api, Method::GET, "/api/v1/configmaps", t, json_ct, None).await?;
+    assert_eq!((code, all["kind"].as_str()), (200, Some("ConfigMapList")));
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+
+    let ev = json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "generateName": "guard-" }, "reason": "Denied" });
+    let (code, ev) = raw(
+        &api,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/demo/events",
+        t,
+        json_ct,
+        Some(ev),
+    )
+    .await?;
+    assert_eq!(code, 201);
+    assert!(
+        ev["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("guard-"))
+    );
+
+    let (code, body) = raw(
+        &api,
+        Method::DELETE,
+        "/api/v1/namespaces/demo/configmaps/c",
+        t,
+        json_ct,
+        None,
+    )
+    .await?;
+    assert_eq!((code, body["status"].as_str()), (200, Some("Success")));
+    let (code, body) = raw(
+        &api,
+        Method::GET,
+        "/api/v1/namespaces/demo/configmaps/c",
+        t,
+        json_ct,
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (code, body["reason"].as_str(), body["code"].as_u64()),
+        (404, Some("NotFound"), Some(404))
+    );
+    let (code, _) = raw(
+        &api,
+        Method::GET,
+        "/api/v1/namespaces/demo/widgets",
+        t,
+        json_ct,
+        None,
+    )
+    .await?;
+    assert_eq!(code, 404);
+
+    assert!(api.requests().len() >= 12);
+    api.clear_requests();
+    assert!(api.requests().is_empty());
+    Ok(())
+}
+
+#[test]
+fn servers_are_send_and_sync_for_shared_statics() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<FakeApiServer>();
+    assert_send_sync::<strongroom_testbed::OpenBao>();
+    assert_send_sync::<strongroom_testbed::Postgres>();
+    assert_send_sync::<ServiceAccountIssuer>();
+}
