@@ -71,25 +71,21 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
     let program = exec::find_program(command, std::env::var_os("PATH").as_deref())?;
 
     let environ: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    let resolved = runtime.block_on(async {
-        let transport = client::Transport::new(&config.client).context("set up the Vault client")?;
-        let token = auth::obtain(&transport, &config.auth).await?;
-        let resolved = resolve::resolve(&transport, &token, &config, environ).await?;
-        if config.revoke_token {
-            // Bank-Vaults goes on when a policy forbids revoke-self; so do we.
-            match auth::revoke(&transport, &token.secret).await {
-                Ok(()) => tracing::info!("revoked the Vault token"),
-                Err(error) => tracing::warn!(error = %format!("{:#}", anyhow::Error::new(error)), "failed to revoke the Vault token"),
-            }
-        }
-        anyhow::Ok(resolved)
-    })?;
-    // The runtime's sockets and threads end here; the token was dropped with the block.
-    drop(runtime);
+    // Every value is parsed before the first request: a malformed reference costs no login.
+    let plan = resolve::Plan::new(&config, environ)?;
+    let resolved = if plan.needs_vault() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")?;
+        let resolved = runtime.block_on(resolve_with_vault(&config, plan))?;
+        // The runtime's sockets end here; the token was dropped inside.
+        drop(runtime);
+        resolved
+    } else {
+        tracing::info!("no vault: references; starting the app without logging in");
+        resolve::Resolved::from_plan_without_vault(plan)
+    };
     if !resolved.dropped.is_empty() {
         tracing::warn!(variables = ?resolved.dropped, "variables left out (VAULT_IGNORE_MISSING_SECRETS)");
     }
@@ -103,6 +99,24 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
     let env = EnvBlock::new(resolved.vars)?;
     tracing::info!(program = %program.display(), variables = env.len(), "spawning process");
     Err(exec::exec(&program, &args, env).into())
+}
+
+/// One login, every read at once, then the optional revocation of the token.
+async fn resolve_with_vault(config: &Config, plan: resolve::Plan) -> Result<resolve::Resolved> {
+    let transport = client::Transport::new(&config.client).context("set up the Vault client")?;
+    let token = auth::obtain(&transport, &config.auth).await?;
+    let resolved = resolve::fetch(&transport, &token, config, plan).await?;
+    if config.revoke_token {
+        // Bank-Vaults goes on when a policy forbids revoke-self; so do we.
+        match auth::revoke(&transport, &token.secret).await {
+            Ok(()) => tracing::info!("revoked the Vault token"),
+            Err(error) => tracing::warn!(
+                error = %format!("{:#}", anyhow::Error::new(error)),
+                "failed to revoke the Vault token"
+            ),
+        }
+    }
+    Ok(resolved)
 }
 
 /// `VAULT_LOG_LEVEL` / `VAULT_JSON_LOG` logging to stderr.

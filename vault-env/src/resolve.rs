@@ -191,6 +191,27 @@ pub struct Resolved {
     pub dropped: Vec<String>,
 }
 
+impl Resolved {
+    /// The environment of a plan that has no reference at all (nothing to fetch).
+    pub fn from_plan_without_vault(plan: Plan) -> Resolved {
+        let vars = plan
+            .planned
+            .into_iter()
+            .filter_map(|p| match p {
+                Planned::Keep(name, raw) => Some(EnvVar {
+                    name,
+                    value: Zeroizing::new(raw.as_bytes().to_vec()),
+                }),
+                Planned::Value { .. } => None,
+            })
+            .collect();
+        Resolved {
+            vars,
+            ..Resolved::default()
+        }
+    }
+}
+
 /// What the environment asked for, before anything is fetched.
 enum Planned {
     Keep(OsString, OsString),
@@ -253,81 +274,146 @@ enum SelectError {
     AlreadyReported,
 }
 
-/// Resolves every reference in `environ` (in order) using `token`, as `config` says.
-/// Variables that `config` strips are left out; the others keep their order.
+/// The parsed environment and the requests it needs; built before logging in, so a
+/// malformed reference costs no Vault request. A daemon can keep a plan and fetch it again.
+pub struct Plan {
+    planned: Vec<Planned>,
+    reads: Vec<ReadKey>,
+    writes: Vec<WriteKey>,
+    ciphertexts: Vec<String>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("variables", &self.planned.len())
+            .field("reads", &self.reads)
+            .field("writes", &self.writes.len())
+            .field("ciphertexts", &self.ciphertexts.len())
+            .finish()
+    }
+}
+
+impl Plan {
+    /// Parses every value of `environ` (in order) and collects the distinct reads, writes
+    /// and ciphertexts. Variables that `config` strips are left out.
+    pub fn new(config: &Config, environ: Vec<(OsString, OsString)>) -> Result<Plan, ResolveError> {
+        let mut planned = Vec::with_capacity(environ.len());
+        let mut reads: Vec<ReadKey> = Vec::new();
+        let mut writes: Vec<WriteKey> = Vec::new();
+        let mut ciphertexts: Vec<String> = Vec::new();
+        let mut seen_reads = HashSet::new();
+        let mut seen_writes = HashSet::new();
+        let mut seen_ciphertexts = HashSet::new();
+        for (name, raw) in environ {
+            let Some(var) = name.to_str().map(str::to_owned) else {
+                planned.push(Planned::Keep(name, raw));
+                continue;
+            };
+            if config.strips(&var) {
+                continue;
+            }
+            let Some(text) = raw.to_str() else {
+                planned.push(Planned::Keep(name, raw));
+                continue;
+            };
+            let value = reference::parse(text).map_err(|source| ResolveError::ParseReference {
+                var: var.clone(),
+                source,
+            })?;
+            match &value {
+                EnvValue::Plain => {
+                    planned.push(Planned::Keep(name, raw));
+                    continue;
+                }
+                EnvValue::Login => {
+                    if !(var == "VAULT_TOKEN" && config.token_for_app) {
+                        return Err(ResolveError::LoginNotAllowed { var });
+                    }
+                }
+                EnvValue::Secret(_) | EnvValue::Inline(_) => {
+                    for secret in value.secret_refs() {
+                        let key = secret.read_key();
+                        if seen_reads.insert(key.clone()) {
+                            reads.push(key);
+                        }
+                    }
+                }
+                EnvValue::Write(write) => {
+                    let key = write.write_key();
+                    if seen_writes.insert(key.clone()) {
+                        writes.push(key);
+                    }
+                }
+                EnvValue::Transit(transit) => {
+                    if config.transit_key_id.is_none() {
+                        return Err(ResolveError::TransitKeyMissing {
+                            var,
+                            reference: shorten(&transit.ciphertext),
+                        });
+                    }
+                    if seen_ciphertexts.insert(transit.ciphertext.clone()) {
+                        ciphertexts.push(transit.ciphertext.clone());
+                    }
+                }
+            }
+            planned.push(Planned::Value { var, value });
+        }
+        for key in &config.from_path {
+            if seen_reads.insert(key.clone()) {
+                reads.push(key.clone());
+            }
+        }
+        Ok(Plan {
+            planned,
+            reads,
+            writes,
+            ciphertexts,
+        })
+    }
+
+    /// The distinct reads this plan issues, in first-use order.
+    pub fn reads(&self) -> &[ReadKey] {
+        &self.reads
+    }
+
+    /// Whether any variable needs Vault at all.
+    pub fn needs_vault(&self) -> bool {
+        !self.reads.is_empty()
+            || !self.writes.is_empty()
+            || !self.ciphertexts.is_empty()
+            || self
+                .planned
+                .iter()
+                .any(|p| matches!(p, Planned::Value { .. }))
+    }
+}
+
+/// Resolves every reference in `environ` (in order) using `token`, as `config` says:
+/// [`Plan::new`] followed by [`fetch`].
 pub async fn resolve(
     transport: &Transport,
     token: &VaultToken,
     config: &Config,
     environ: Vec<(OsString, OsString)>,
 ) -> Result<Resolved, ResolveError> {
-    // 1. Plan: parse every value, collect distinct reads, writes and ciphertexts.
-    let mut planned = Vec::with_capacity(environ.len());
-    let mut reads: Vec<ReadKey> = Vec::new();
-    let mut writes: Vec<WriteKey> = Vec::new();
-    let mut ciphertexts: Vec<String> = Vec::new();
-    let mut seen_reads = HashSet::new();
-    let mut seen_writes = HashSet::new();
-    let mut seen_ciphertexts = HashSet::new();
-    for (name, raw) in environ {
-        let Some(var) = name.to_str().map(str::to_owned) else {
-            planned.push(Planned::Keep(name, raw));
-            continue;
-        };
-        if config.strips(&var) {
-            continue;
-        }
-        let Some(text) = raw.to_str() else {
-            planned.push(Planned::Keep(name, raw));
-            continue;
-        };
-        let value = reference::parse(text).map_err(|source| ResolveError::ParseReference {
-            var: var.clone(),
-            source,
-        })?;
-        match &value {
-            EnvValue::Plain => {
-                planned.push(Planned::Keep(name, raw));
-                continue;
-            }
-            EnvValue::Login => {
-                if !(var == "VAULT_TOKEN" && config.token_for_app) {
-                    return Err(ResolveError::LoginNotAllowed { var });
-                }
-            }
-            EnvValue::Secret(_) | EnvValue::Inline(_) => {
-                for secret in value.secret_refs() {
-                    let key = secret.read_key();
-                    if seen_reads.insert(key.clone()) {
-                        reads.push(key);
-                    }
-                }
-            }
-            EnvValue::Write(write) => {
-                let key = write.write_key();
-                if seen_writes.insert(key.clone()) {
-                    writes.push(key);
-                }
-            }
-            EnvValue::Transit(transit) => {
-                if config.transit_key_id.is_none() {
-                    return Err(ResolveError::TransitKeyMissing {
-                        var,
-                        reference: shorten(&transit.ciphertext),
-                    });
-                }
-                if seen_ciphertexts.insert(transit.ciphertext.clone()) {
-                    ciphertexts.push(transit.ciphertext.clone());
-                }
-            }
-        }
-        planned.push(Planned::Value { var, value });
-    }
-    for key in &config.from_path {
-        if seen_reads.insert(key.clone()) {
-            reads.push(key.clone());
-        }
-    }
+    let plan = Plan::new(config, environ)?;
+    fetch(transport, token, config, plan).await
+}
+
+/// Issues every request of `plan` at once and assembles the app's environment in order.
+pub async fn fetch(
+    transport: &Transport,
+    token: &VaultToken,
+    config: &Config,
+    plan: Plan,
+) -> Result<Resolved, ResolveError> {
+    let Plan {
+        planned,
+        reads,
+        writes,
+        ciphertexts,
+    } = plan;
 
     // 2. Fetch: everything at once.
     let secret = &token.secret;

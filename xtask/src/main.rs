@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; `deps` installs what a fresh machine lacks.
 mod deps;
+mod dist;
 mod manifests;
 mod test;
 mod vm;
@@ -26,6 +27,8 @@ enum Command {
     VmTest(vm::Args),
     /// Install the system packages and Python tools the tests and demo need.
     Deps,
+    /// Static, stripped release binaries in target/dist/ (fails over the size budget).
+    Dist,
     /// Re-render manifests/rendered/ from the Helm chart (after linting it).
     Manifests,
 }
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
         Command::Deps => deps::ensure_all(),
+        Command::Dist => dist::run(),
         Command::Manifests => manifests::run(),
         Command::VmTest(args) => vm::run(&args),
     };
