@@ -56,7 +56,9 @@
 //! let creds = bao.api("GET", "database/creds/app", None)?;
 //! let (user, pass) = (creds["data"]["username"].as_str().unwrap_or_default(), creds["data"]["password"].as_str().unwrap_or_default());
 //! assert!(pg.can_login(user, pass));
-//! let lease = bao.api("PUT", "sys/leases/lookup", Some(serde_json::json!({ "lease_id": creds["lease_id"] })))?;
+//! let lease = bao.lease_lookup(creds["lease_id"].as_str().unwrap_or_default())?; // None once revoked
+//! bao.pause()?; // SIGSTOP: "Vault briefly unreachable"; bao.resume()? continues with all state
+//! # bao.resume()?;
 //! let n = pg.psql("SELECT count(*) FROM pg_roles")?;
 //! # let _ = (lease, n); Ok(()) }
 //! ```

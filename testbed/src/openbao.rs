@@ -43,6 +43,7 @@ path "kv1/*" { capabilities = ["read", "list"] }
 path "transit/encrypt/*" { capabilities = ["update"] }
 path "transit/decrypt/*" { capabilities = ["update"] }
 path "database/creds/*" { capabilities = ["read"] }
+path "sys/leases/revoke" { capabilities = ["update"] }
 "#;
 
 /// How to start an [`OpenBao`]; see [`OpenBao::builder`].
@@ -480,6 +481,52 @@ impl OpenBao {
             Some(json!({ "role": ROLE, "jwt": jwt })),
         )?;
         Ok(resp["auth"].clone())
+    }
+
+    /// Looks up a lease with the root token: `Some(data)` (`id`, `ttl`, `expire_time`,
+    /// `last_renewal`, `renewable`…) while it exists, `None` once revoked or expired.
+    pub fn lease_lookup(&self, lease_id: &str) -> Result<Option<Value>> {
+        match self.api(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": lease_id })),
+        ) {
+            Ok(resp) => Ok(Some(resp["data"].clone())),
+            // OpenBao answers 400 "invalid lease" for unknown ids.
+            Err(Error::Api { status: 400, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks up a token with the root token: `Some(data)` while it is valid, `None` once revoked
+    /// or expired.
+    pub fn token_lookup(&self, token: &str) -> Result<Option<Value>> {
+        match self.api("POST", "auth/token/lookup", Some(json!({ "token": token }))) {
+            Ok(resp) => Ok(Some(resp["data"].clone())),
+            Err(Error::Api {
+                status: 400 | 403, ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Freezes the server process (`SIGSTOP`): connections are accepted by the kernel but never
+    /// answered, like a Vault that is briefly unreachable. State survives; see [`resume`](Self::resume).
+    pub fn pause(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again (`SIGCONT`).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).map_err(|e| Error::Io {
+            op: "signal openbao",
+            source: std::io::Error::from(e),
+        })
     }
 
     /// Parses the audit log written so far.

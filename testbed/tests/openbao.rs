@@ -240,6 +240,38 @@ fn database_lease_short_ttl_renews_and_extends_valid_until() -> Result<()> {
 }
 
 #[test]
+fn openbao_paused_does_not_answer_then_resumes_with_state() -> Result<()> {
+    let bao = OpenBao::start()?;
+    bao.write_kv1("p", json!({ "k": "v" }))?;
+    bao.pause()?;
+    let addr: std::net::SocketAddr =
+        bao.addr()
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|_| Error::Decode {
+                what: "addr",
+                detail: bao.addr().to_owned(),
+            })?;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| Error::Io {
+        op: "connect",
+        source: e,
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .map_err(|e| Error::Io {
+            op: "timeout",
+            source: e,
+        })?;
+    use std::io::{Read, Write};
+    let _ = stream.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 16];
+    assert!(stream.read(&mut buf).is_err(), "a paused server answered");
+    bao.resume()?;
+    assert_eq!(bao.api("GET", "kv1/p", None)?["data"]["k"], "v");
+    Ok(())
+}
+
+#[test]
 fn client_env_tls_variant_names_addr_and_cacert() -> Result<()> {
     let bao = OpenBao::start_tls()?;
     let env = bao.client_env();
