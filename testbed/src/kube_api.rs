@@ -14,8 +14,9 @@
 //! - Failures are `Status` objects like the real server's (`reason` `NotFound`, `AlreadyExists`,
 //!   `Conflict`, `BadRequest`, `Unauthorized`…, with `code` and `details`).
 //!
-//! Every request must carry `Authorization: Bearer <FakeApiServer::token()>`; every request is
-//! recorded in [`FakeApiServer::requests`] so tests can count calls.
+//! Every request must carry `Authorization: Bearer <FakeApiServer::token()>` (TokenReview also
+//! accepts a valid service-account JWT as the caller, like a cluster granting
+//! `system:auth-delegator`); every request is recorded in [`FakeApiServer::requests`] so tests can count calls.
 //!
 //! # Security
 //! Request bodies, paths and headers are untrusted input to this server; malformed input yields a
@@ -394,12 +395,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         query: query.clone(),
         at: SystemTime::now(),
     });
-    let authorized = req
+    let bearer = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), shared.token.as_bytes()));
+        .map(str::trim)
+        .unwrap_or_default();
+    let is_review = path == "/apis/authentication.k8s.io/v1/tokenreviews";
+    // The admin token works everywhere. For TokenReview, any valid service-account token also
+    // does, as in a cluster that grants `system:auth-delegator` to the caller: that is how
+    // Vault reviews when configured without `token_reviewer_jwt` (it sends the client's JWT).
+    let authorized = constant_time_eq(bearer.as_bytes(), shared.token.as_bytes())
+        || (is_review && !bearer.is_empty() && shared.verifier.verify(bearer, &[]).is_ok());
     if !authorized {
         return status_response(
             StatusCode::UNAUTHORIZED,

@@ -85,6 +85,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod issuer;
 pub mod kube_api;

@@ -94,43 +94,44 @@ impl OpenBaoBuilder {
         );
         std::fs::write(&config, hcl).map_err(Error::fs("write", &config))?;
 
-        let mut last_err = None;
-        for _ in 0..5 {
+        // Losing a port race to another process shows up as "address already in use": retry.
+        let mut attempts = 0;
+        let (child, port) = loop {
+            attempts += 1;
             match launch(dir.path(), &config, &root_token, self.tls) {
-                Ok((child, port)) => {
-                    let scheme = if self.tls { "https" } else { "http" };
-                    let ca_cert = self
-                        .tls
-                        .then(|| dir.path().join("tls").join("vault-ca.pem"));
-                    let client = http_client(ca_cert.as_deref())?;
-                    let bao = OpenBao {
-                        child,
-                        addr: format!("{scheme}://127.0.0.1:{port}"),
-                        root_token,
-                        ca_cert,
-                        audit_log,
-                        client,
-                        issuer,
-                        kube_api,
-                        _dir: dir,
-                    };
-                    bao.configure()?;
-                    return Ok(bao);
+                Ok(launched) => break launched,
+                Err(LaunchError::PortInUse) if attempts < 5 => continue,
+                Err(LaunchError::PortInUse) => {
+                    return Err(Error::NotReady {
+                        what: "openbao".into(),
+                        detail: "port already in use on 5 attempts".into(),
+                    });
                 }
-                Err(LaunchError::PortInUse) => continue,
-                Err(LaunchError::Other(e)) => last_err = Some(e),
+                Err(LaunchError::Other(e)) => return Err(e),
             }
-            if last_err.is_some() {
-                break;
-            }
-        }
-        Err(last_err.unwrap_or_else(|| Error::NotReady {
-            what: "openbao".into(),
-            detail: "no free port after 5 attempts".into(),
-        }))
+        };
+        let scheme = if self.tls { "https" } else { "http" };
+        let ca_cert = self
+            .tls
+            .then(|| dir.path().join("tls").join("vault-ca.pem"));
+        let client = http_client(ca_cert.as_deref())?;
+        let bao = OpenBao {
+            child,
+            addr: format!("{scheme}://127.0.0.1:{port}"),
+            root_token,
+            ca_cert,
+            audit_log,
+            client,
+            issuer,
+            kube_api,
+            _dir: dir,
+        };
+        bao.configure()?;
+        Ok(bao)
     }
 }
 
+/// Why one launch attempt failed.
 enum LaunchError {
     PortInUse,
     Other(Error),

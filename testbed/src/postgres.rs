@@ -74,7 +74,7 @@ impl Postgres {
             ])
             .args(["-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
             .current_dir(dir.path());
-        run(initdb, Some(run_as), "initdb")?;
+        run(initdb, Some(run_as), "initdb", None)?;
 
         let mut attempt = 0;
         loop {
@@ -192,9 +192,10 @@ impl Postgres {
 
     fn psql_db(&self, db: &str, sql: &str) -> Result<String> {
         run(
-            psql_command(&self.socket_dir, self.port, db, sql),
+            psql_command(&self.socket_dir, self.port, db),
             None,
             "psql",
+            Some(sql),
         )
     }
 
@@ -230,9 +231,10 @@ fn wait_ready(child: &mut ChildGuard, socket_dir: &Path, port: u16, log_path: &P
             });
         }
         match run(
-            psql_command(socket_dir, port, "postgres", "SELECT 1"),
+            psql_command(socket_dir, port, "postgres"),
             None,
             "psql",
+            Some("SELECT 1"),
         ) {
             Ok(_) => return Ok(()),
             Err(e) => detail = e.to_string(),
@@ -246,38 +248,47 @@ fn wait_ready(child: &mut ChildGuard, socket_dir: &Path, port: u16, log_path: &P
 }
 
 /// `psql` as superuser `postgres` over the unix socket, unaligned tuples-only output.
-fn psql_command(socket_dir: &Path, port: u16, db: &str, sql: &str) -> Command {
+fn psql_command(socket_dir: &Path, port: u16, db: &str) -> Command {
     let mut cmd = Command::new(Path::new(PG_BIN).join("psql"));
     cmd.arg("-h")
         .arg(socket_dir)
         .arg("-p")
         .arg(port.to_string())
-        .args([
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-X",
-            "-A",
-            "-t",
-            "-w",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ]);
+        .args(["-U", "postgres", "-d", db, "-X", "-q", "-A", "-t", "-w"])
+        .args(["-v", "ON_ERROR_STOP=1"]);
     cmd
 }
 
 /// Runs a helper command to completion (optionally as another user) and returns its stdout.
-fn run(mut cmd: Command, run_as: Option<RunAs>, program: &str) -> Result<String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = spawn_guarded(cmd, run_as).map_err(|source| Error::Spawn {
+///
+/// `input` goes to its stdin (SQL for psql: kept out of argv, where `ps` would show passwords).
+fn run(
+    mut cmd: Command,
+    run_as: Option<RunAs>,
+    program: &str,
+    input: Option<&str>,
+) -> Result<String> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = spawn_guarded(cmd, run_as).map_err(|source| Error::Spawn {
         program: program.to_owned(),
         source,
     })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write as _;
+        // Inputs are a few statements: far below the pipe buffer, so no deadlock with stdout.
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|source| Error::Io {
+                op: "write psql input",
+                source,
+            })?;
+    }
     let out = child.wait_with_output().map_err(|source| Error::Spawn {
         program: program.to_owned(),
         source,

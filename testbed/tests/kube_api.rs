@@ -171,6 +171,17 @@ async fn token_review_bad_signature_unauthenticated_valid_authenticated() -> Tes
             .is_some_and(|e| !e.is_empty())
     );
 
+    // A valid service-account JWT may act as the reviewer (Vault without token_reviewer_jwt).
+    let (code, body) = review(&api, &good, &good).await?;
+    assert_eq!(
+        (code, &body["status"]["authenticated"]),
+        (201, &json!(true))
+    );
+    let expired =
+        issuer.issue_with(&strongroom_testbed::TokenSpec::new("demo", "app-sa").expired())?;
+    let (code, _) = review(&api, &expired, &good).await?;
+    assert_eq!(code, 401);
+
     let (code, body) = review(&api, "wrong-reviewer", &good).await?;
     assert_eq!(code, 401);
     assert_eq!(body["kind"], "Status");
