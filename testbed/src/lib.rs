@@ -107,4 +107,4 @@ pub use openbao::{
     JWT_EXTRA_AUDIENCE, OpenBao, OpenBaoBuilder, POLICY, ROLE, TRANSIT_KEY, bao_binary,
 };
 pub use postgres::Postgres;
-pub use tls::TestCa;
+pub use tls::{TestCa, TlsFiles};

@@ -1,8 +1,8 @@
 //! A real PostgreSQL 15 server in a temp dir on a free loopback port, for OpenBao's database
 //! secrets engine and for checking that issued credentials log in.
 //!
-//! PostgreSQL refuses to run as root, so `initdb` and `postgres` run as the `postgres` system
-//! user (Debian's package creates it); TCP connections need a password (scram-sha-256), the unix
+//! PostgreSQL refuses to run as root, so when the tests run as root `initdb` and `postgres` run
+//! as the `postgres` system user (Debian's package creates it), otherwise as the current user; TCP connections need a password (scram-sha-256), the unix
 //! socket in the temp dir trusts local users (the test bed's own `psql` calls).
 
 use std::path::{Path, PathBuf};
@@ -36,25 +36,31 @@ impl Postgres {
     /// Runs `initdb`, starts `postgres` on a free port, creates superuser [`ADMIN_USER`] with a
     /// random password and database [`DATABASE`]. Blocking; a few seconds.
     pub fn start() -> Result<Self> {
-        let user = User::from_name("postgres")
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::NotReady {
-                what: "postgres".into(),
-                detail: "no `postgres` system user (install Debian's postgresql package)".into(),
-            })?;
-        let run_as = RunAs {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
+        // As root (CI), switch to the `postgres` system user; otherwise run as ourselves.
+        let run_as = if Uid::effective().is_root() {
+            let user =
+                User::from_name("postgres")
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| Error::NotReady {
+                        what: "postgres".into(),
+                        detail: "no `postgres` system user (install Debian's postgresql package)"
+                            .into(),
+                    })?;
+            Some(RunAs {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            })
+        } else {
+            None
         };
         let dir = crate::tempdir::create("postgres")?;
-        let owner = |p: &Path| {
-            chown(
-                p,
-                Some(Uid::from_raw(run_as.uid)),
-                Some(Gid::from_raw(run_as.gid)),
-            )
-            .map_err(|e| Error::fs("chown", p)(std::io::Error::from(e)))
+        let owner = |p: &Path| match run_as {
+            Some(RunAs { uid, gid }) => {
+                chown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                    .map_err(|e| Error::fs("chown", p)(std::io::Error::from(e)))
+            }
+            None => Ok(()),
         };
         owner(dir.path())?;
         let data = dir.path().join("data");
@@ -74,7 +80,7 @@ impl Postgres {
             ])
             .args(["-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
             .current_dir(dir.path());
-        run(initdb, Some(run_as), "initdb", None)?;
+        run(initdb, run_as, "initdb", None)?;
 
         let mut attempt = 0;
         loop {
@@ -106,7 +112,7 @@ impl Postgres {
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2);
-            let child = spawn_guarded(cmd, Some(run_as)).map_err(|source| Error::Spawn {
+            let child = spawn_guarded(cmd, run_as).map_err(|source| Error::Spawn {
                 program: "postgres".into(),
                 source,
             })?;

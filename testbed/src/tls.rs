@@ -76,6 +76,32 @@ impl TestCa {
         &self.server_key_pem
     }
 
+    /// Writes `ca.crt`, `tls.crt` (server chain) and `tls.key` into `dir` (the key with mode
+    /// 0600), the file names a kubernetes.io/tls Secret mount uses, for servers configured by
+    /// path (e.g. `TLS_CERT_FILE`/`TLS_PRIVATE_KEY_FILE`).
+    pub fn write_files(&self, dir: &std::path::Path) -> Result<TlsFiles> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        std::fs::write(&files.ca, &self.ca_pem).map_err(Error::fs("write", &files.ca))?;
+        let chain = format!("{}{}", self.server_cert_pem, self.ca_pem);
+        std::fs::write(&files.cert, chain).map_err(Error::fs("write", &files.cert))?;
+        let mut key = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&files.key)
+            .map_err(Error::fs("create", &files.key))?;
+        key.write_all(self.server_key_pem.as_bytes())
+            .map_err(Error::fs("write", &files.key))?;
+        Ok(files)
+    }
+
     /// A rustls server config (ALPN h2 and http/1.1) presenting the server certificate.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone()));
@@ -96,6 +122,17 @@ impl std::fmt::Debug for TestCa {
             .field("keys", &"<redacted>")
             .finish()
     }
+}
+
+/// Paths written by [`TestCa::write_files`].
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM).
+    pub ca: std::path::PathBuf,
+    /// The server certificate followed by the CA (PEM chain).
+    pub cert: std::path::PathBuf,
+    /// The server private key (PKCS#8 PEM, mode 0600).
+    pub key: std::path::PathBuf,
 }
 
 /// A rustls client config (ring provider) that trusts exactly the CAs in `ca_pem`.

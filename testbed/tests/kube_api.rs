@@ -478,3 +478,35 @@ fn servers_are_send_and_sync_for_shared_statics() {
     assert_send_sync::<strongroom_testbed::Postgres>();
     assert_send_sync::<ServiceAccountIssuer>();
 }
+
+#[tokio::test]
+async fn test_ca_write_files_key_private_and_foreign_ca_rejected() -> TestResult {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ca = strongroom_testbed::TestCa::new()?;
+    let dir = tempfile::tempdir()?;
+    let files = ca.write_files(dir.path())?;
+    assert_eq!(
+        std::fs::metadata(&files.key)?.permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&files.cert)?
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            == 2
+    );
+    // The fake API server is served with such a CA: a client trusting a different CA fails.
+    let api = FakeApiServer::start(ServiceAccountIssuer::new()?.verifier())?;
+    let wrong = strongroom_testbed::tls::client_config(ca.ca_pem())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(wrong)
+        .build()?;
+    assert!(
+        client
+            .get(format!("{}/api/v1/namespaces/demo/secrets", api.url()))
+            .send()
+            .await
+            .is_err()
+    );
+    Ok(())
+}
