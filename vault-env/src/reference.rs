@@ -63,8 +63,10 @@
 //!    template action, so a template key nests: `${vault:db#${.password | urlquery}}`. Plain
 //!    keys inside an inline reference cannot contain `}`. Only the read form is supported
 //!    inline; `${>>vault:…}`, `${vault:login}` and `${vault:v1:…}` (which Bank-Vaults accepts)
-//!    are rejected with [`ReferenceError::UnsupportedInline`] rather than left as text. Text
-//!    between references is kept verbatim (`${HOME}` in it stays literal).
+//!    are rejected with [`ReferenceError::UnsupportedInline`] rather than left as text. A
+//!    `${vault:` that is never closed is [`ReferenceError::UnterminatedInline`] (Bank-Vaults
+//!    would pass the value through as text). Text between references is kept verbatim
+//!    (`${HOME}` in it stays literal).
 //! 6. **PATH** must be non-empty, not start or end with `/`, have no empty, `.` or `..`
 //!    segment, and contain no white space, control character, `?`, `%` or `\` (these would
 //!    change the request URL rather than name a secret).

@@ -107,9 +107,36 @@ impl SecretJson {
     /// Compact JSON text, escaped as Go's `json.Marshal` does (`<`, `>`, `&`, U+2028 and
     /// U+2029 as `\u` escapes), with object keys sorted. Used by the `toJson` template function.
     pub fn to_json(&self) -> Zeroizing<String> {
-        let mut out = Zeroizing::new(String::new());
+        // Exact-size buffer: a growing String would leave unwiped copies in freed blocks.
+        let mut out = Zeroizing::new(String::with_capacity(self.json_len()));
         self.write_json(&mut out);
         out
+    }
+
+    /// Length in bytes of [`SecretJson::to_json`]'s output.
+    fn json_len(&self) -> usize {
+        match self {
+            SecretJson::Null => 4,
+            SecretJson::Bool(b) => {
+                if *b {
+                    4
+                } else {
+                    5
+                }
+            }
+            SecretJson::Number(n) => n.len(),
+            SecretJson::String(s) => json_string_len(s),
+            SecretJson::Array(items) => {
+                2 + items.len().saturating_sub(1) + items.iter().map(Self::json_len).sum::<usize>()
+            }
+            SecretJson::Object(map) => {
+                2 + map.len().saturating_sub(1)
+                    + map
+                        .iter()
+                        .map(|(k, v)| json_string_len(k) + 1 + v.json_len())
+                        .sum::<usize>()
+            }
+        }
     }
 
     fn write_json(&self, out: &mut String) {
@@ -117,7 +144,7 @@ impl SecretJson {
             SecretJson::Null => out.push_str("null"),
             SecretJson::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             SecretJson::Number(n) => out.push_str(n),
-            SecretJson::String(s) => write_json_string(s, out),
+            SecretJson::String(s) => push_json_string(s, out),
             SecretJson::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -134,7 +161,7 @@ impl SecretJson {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_json_string(k, out);
+                    push_json_string(k, out);
                     out.push(':');
                     v.write_json(out);
                 }
@@ -149,21 +176,48 @@ impl SecretJson {
 /// Reserves the worst case first, so a secret is never copied by a growing reallocation
 /// (a reallocation would leave an unwiped copy behind in the freed block).
 pub(crate) fn write_json_string(s: &str, out: &mut String) {
-    out.reserve(s.len().saturating_mul(6).saturating_add(2));
+    out.reserve(json_string_len(s));
+    push_json_string(s, out);
+}
+
+/// The escaped form of one character, if it needs one (Go `encoding/json` rules).
+fn json_escape(c: char) -> Option<&'static str> {
+    Some(match c {
+        '"' => "\\\"",
+        '\\' => "\\\\",
+        '\n' => "\\n",
+        '\r' => "\\r",
+        '\t' => "\\t",
+        '\u{8}' => "\\b",
+        '\u{c}' => "\\f",
+        _ => return None,
+    })
+}
+
+fn needs_u_escape(c: char) -> bool {
+    (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}')
+}
+
+/// Length of `s` as a JSON string literal, quotes included.
+fn json_string_len(s: &str) -> usize {
+    2 + s
+        .chars()
+        .map(|c| match json_escape(c) {
+            Some(e) => e.len(),
+            None if needs_u_escape(c) => 6,
+            None => c.len_utf8(),
+        })
+        .sum::<usize>()
+}
+
+/// Appends `s` as a JSON string literal without reserving (the caller sized the buffer).
+fn push_json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
-                push_u_escape(c as u32, out);
-            }
-            c => out.push(c),
+        match json_escape(c) {
+            Some(e) => out.push_str(e),
+            None if needs_u_escape(c) => push_u_escape(c as u32, out),
+            None => out.push(c),
         }
     }
     out.push('"');
@@ -314,6 +368,16 @@ mod tests {
             got.as_deref(),
             Some(r#"{"a":"q\"\n","b":[1,"\u003c\u0026\u003e"]}"#)
         );
+    }
+
+    #[test]
+    fn to_json_buffer_is_sized_exactly() {
+        let data = parse(r#"{"a":["x\u0001<\u2028>",1.5,null,true,false],"b\"":{"c":"é😀"}}"#);
+        let json = data.to_json();
+        assert_eq!(json.len(), data.json_len());
+        assert_eq!(json.capacity(), json.len());
+        let back = SecretJson::from_slice(json.as_bytes()).unwrap_or_default();
+        assert_eq!(back, data);
     }
 
     #[test]

@@ -1113,8 +1113,8 @@ fn call<'a>(
         Func::B64dec => {
             let input = Zeroizing::new(s(0, &vals)?);
             // Go's decoder skips CR and LF and tolerates non-zero trailing bits.
-            let cleaned: Zeroizing<String> =
-                Zeroizing::new(input.chars().filter(|c| *c != '\r' && *c != '\n').collect());
+            let mut cleaned = Zeroizing::new(String::with_capacity(input.len()));
+            cleaned.extend(input.chars().filter(|c| *c != '\r' && *c != '\n'));
             let engine = base64::engine::GeneralPurpose::new(
                 &base64::alphabet::STANDARD,
                 base64::engine::GeneralPurposeConfig::new()
@@ -1140,12 +1140,12 @@ fn call<'a>(
         Func::Lower => text(map_chars(&Zeroizing::new(s(0, &vals)?), simple_lower)),
         Func::Title => text(title(&Zeroizing::new(s(0, &vals)?))),
         Func::Trim => text(Zeroizing::new(s(0, &vals)?).trim().to_owned()),
-        Func::Nospace => text(
-            Zeroizing::new(s(0, &vals)?)
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect(),
-        ),
+        Func::Nospace => {
+            let input = Zeroizing::new(s(0, &vals)?);
+            let mut out = String::with_capacity(input.len());
+            out.extend(input.chars().filter(|c| !c.is_whitespace()));
+            text(out)
+        }
         Func::TrimAll => {
             let cutset = Zeroizing::new(s(0, &vals)?);
             let input = Zeroizing::new(s(1, &vals)?);
@@ -1181,11 +1181,12 @@ fn call<'a>(
             } else {
                 input.matches(old.as_str()).count()
             };
-            let size = input.len() as u128 + count as u128 * new.len() as u128;
+            let size = (input.len() as u128 + count as u128 * new.len() as u128)
+                .saturating_sub(count as u128 * old.len() as u128);
             if size > MAX_OUTPUT_LEN as u128 {
                 return Err(too_large());
             }
-            text(input.replace(old.as_str(), &new))
+            text(replace_all(&input, &old, &new, size as usize))
         }
         Func::Quote | Func::Squote => {
             let mut pieces: Vec<Zeroizing<String>> = Vec::with_capacity(vals.len());
@@ -1195,7 +1196,8 @@ fn call<'a>(
                     continue;
                 }
                 let raw = strval(v);
-                let mut piece = Zeroizing::new(String::with_capacity(raw.len() * 2 + 2));
+                // Worst case of Go quoting is 4 bytes per input byte (`\x01`).
+                let mut piece = Zeroizing::new(String::with_capacity(raw.len() * 4 + 2));
                 if func == Func::Quote {
                     go_quote(&raw, &mut piece);
                 } else {
@@ -1212,7 +1214,13 @@ fn call<'a>(
             no_missing(&v)?;
             let mut out = String::new();
             match &v {
-                Val::Data(d) => return Ok(Val::Text(d.to_json())),
+                Val::Data(d) => {
+                    let json = d.to_json();
+                    if json.len() > MAX_OUTPUT_LEN {
+                        return Err(too_large());
+                    }
+                    return Ok(Val::Text(json));
+                }
                 Val::Text(t) => write_json_string(t, &mut out),
                 Val::Int(i) => out.push_str(&i.to_string()),
                 Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -1306,6 +1314,28 @@ fn call<'a>(
             Ok(Val::Data(cur))
         }
     }
+}
+
+/// `strings.Replace(s, old, new, -1)` into a buffer of the precomputed `size`.
+/// An empty `old` inserts `new` before every character and at the end, as Go does.
+fn replace_all(s: &str, old: &str, new: &str, size: usize) -> String {
+    let mut out = String::with_capacity(size);
+    if old.is_empty() {
+        for c in s.chars() {
+            out.push_str(new);
+            out.push(c);
+        }
+        out.push_str(new);
+        return out;
+    }
+    let mut last = 0;
+    for (at, _) in s.match_indices(old) {
+        out.push_str(&s[last..at]);
+        out.push_str(new);
+        last = at + old.len();
+    }
+    out.push_str(&s[last..]);
+    out
 }
 
 fn join(pieces: &[Zeroizing<String>], sep: &str) -> Result<String, TemplateError> {

@@ -282,6 +282,29 @@ proptest! {
     }
 
     #[test]
+    fn replace_matches_go_strings_replace(
+        input in "[ab😀 ]{0,12}",
+        old in "[ab]{0,2}",
+        new in "[xyé]{0,3}",
+    ) {
+        let json = serde_json::json!({"s": input, "o": old, "n": new}).to_string();
+        let data = SecretJson::from_slice(json.as_bytes()).unwrap_or_default();
+        let got = Template::parse("${.s | replace .o .n}").and_then(|t| t.render(&data));
+        // Rust's str::replace has Go's semantics, also for an empty `old`.
+        let expected = input.replace(&old, &new);
+        prop_assert_eq!(got.as_ref().map(|s| s.as_str()), Ok(expected.as_str()));
+    }
+
+    #[test]
+    fn render_field_is_identity_for_any_string(secret in any::<String>(), prefix in "[a-z :]{0,6}") {
+        let json = serde_json::json!({"s": secret}).to_string();
+        let data = SecretJson::from_slice(json.as_bytes()).unwrap_or_default();
+        let got = Template::parse(&format!("{prefix}${{.s}}")).and_then(|t| t.render(&data));
+        let expected = format!("{prefix}{secret}");
+        prop_assert_eq!(got.as_ref().map(|s| s.as_str()), Ok(expected.as_str()));
+    }
+
+    #[test]
     fn to_json_output_reparses_to_same_value(secret in any::<String>(), n in any::<i64>(), b in any::<bool>()) {
         let original = serde_json::json!({"s": secret, "n": n, "b": b, "a": [secret, null], "o": {"k": n}});
         let data = SecretJson::from_slice(original.to_string().as_bytes()).unwrap_or_default();
