@@ -174,6 +174,16 @@ struct Store {
     objects: BTreeMap<Key, Value>,
     resource_version: u64,
     requests: Vec<RequestRecord>,
+    faults: Vec<Fault>,
+}
+
+/// An injected failure: the next `remaining` requests matching `method` and `path` get `code`.
+#[derive(Debug)]
+struct Fault {
+    method: String,
+    path: String,
+    code: StatusCode,
+    remaining: usize,
 }
 
 struct Shared {
@@ -298,6 +308,30 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// Removes a stored object (same addressing as [`get`](Self::get)); returns it if it existed.
+    pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = Kind::find(|r| r.plural == plural)?;
+        let ns = if kind.namespaced() { namespace } else { "" };
+        self.shared
+            .lock()
+            .objects
+            .remove(&(kind, ns.to_owned(), name.to_owned()))
+    }
+
+    /// Makes the next `times` requests with `method` and exactly `path` fail with HTTP `code`
+    /// (a `Status` with the real server's reason for it: 500 `InternalError`, 503
+    /// `ServiceUnavailable`, 429 `TooManyRequests`, 403 `Forbidden`…), to test retries and
+    /// error handling. Such requests are still recorded.
+    pub fn inject_failure(&self, method: &str, path: &str, code: u16, times: usize) {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.shared.lock().faults.push(Fault {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            code,
+            remaining: times,
+        });
+    }
+
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.lock().requests.clone()
@@ -416,6 +450,18 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
             None,
         );
     }
+    if let Some(code) = take_fault(shared, method.as_str(), &path) {
+        let reason = match code.as_u16() {
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            _ => "InternalError",
+        };
+        return status_response(code, reason, "injected failure (testbed)", None);
+    }
     let content_type = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -488,6 +534,19 @@ struct ResourceRequest<'a> {
     query: Option<&'a str>,
     content_type: &'a str,
     body: &'a [u8],
+}
+
+/// Consumes one matching injected failure, if any.
+fn take_fault(shared: &Shared, method: &str, path: &str) -> Option<StatusCode> {
+    let mut store = shared.lock();
+    let fault = store
+        .faults
+        .iter_mut()
+        .find(|f| f.remaining > 0 && f.method == method && f.path == path)?;
+    fault.remaining -= 1;
+    let code = fault.code;
+    store.faults.retain(|f| f.remaining > 0);
+    Some(code)
 }
 
 fn token_review(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {

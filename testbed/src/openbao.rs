@@ -203,8 +203,11 @@ fn launch(
                 detail: format!("exited with {status}: {tail}"),
             }));
         }
-        // With TLS the CA file appears only once the server has written it.
-        if client.is_none() && ca.as_ref().is_none_or(|p| p.exists()) {
+        // With TLS the CA file appears (and may be half-written) while the server starts.
+        let ca_ready = ca.as_ref().is_none_or(|p| {
+            std::fs::read_to_string(p).is_ok_and(|pem| pem.contains("-----END CERTIFICATE-----"))
+        });
+        if client.is_none() && ca_ready {
             client = Some(http_client(ca.as_deref()).map_err(LaunchError::Other)?);
         }
         if let Some(c) = &client {

@@ -464,6 +464,35 @@ async fn fake_api_raw_http_statuses_match_real_server_shapes() -> TestResult {
     .await?;
     assert_eq!(code, 404);
 
+    api.inject_failure("GET", "/api/v1/namespaces/demo/configmaps", 503, 2);
+    for _ in 0..2 {
+        let (code, body) = raw(
+            &api,
+            Method::GET,
+            "/api/v1/namespaces/demo/configmaps",
+            t,
+            json_ct,
+            None,
+        )
+        .await?;
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (503, Some("ServiceUnavailable"))
+        );
+    }
+    let (code, _) = raw(
+        &api,
+        Method::GET,
+        "/api/v1/namespaces/demo/configmaps",
+        t,
+        json_ct,
+        None,
+    )
+    .await?;
+    assert_eq!(code, 200);
+    assert!(api.remove("namespaces", "", "demo").is_some());
+    assert!(api.get("namespaces", "", "demo").is_none());
+
     assert!(api.requests().len() >= 12);
     api.clear_requests();
     assert!(api.requests().is_empty());
