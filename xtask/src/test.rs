@@ -33,6 +33,7 @@ pub fn run(args: &Args) -> Result<()> {
         "tests",
         cargo(&["test", "--workspace", "--all-targets", "--no-fail-fast"]),
     )?;
+    crate::vm::run(&crate::vm::Args::default())?;
     Ok(())
 }
 

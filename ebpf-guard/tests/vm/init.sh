@@ -60,8 +60,19 @@ for name in $(echo "${VMTEST_SCENARIOS:-}" | tr ',' ' '); do
 	fi
 	# Each scenario runs in its own shell so a crash or `exit` ends only that scenario;
 	# lib.sh's cleanup stops the scenario's pods whatever happens.
-	VMTEST_SCENARIO=$name sh -c ". /vmtest/lib.sh; vmtest_main $script"
-	echo "VMTEST SCENARIO $name END $?"
+	# "# vmtest: timeout=SECONDS" in the script overrides the default of 120 s. On timeout the
+	# scenario's process group gets SIGTERM (lib.sh reports a FAIL, cleans up and exits 124),
+	# then SIGKILL 15 s later.
+	limit=$(sed -n 's/^# vmtest: timeout=\([0-9]*\).*/\1/p' "$script" | head -n 1)
+	VMTEST_SCENARIO=$name setsid sh -c ". /vmtest/lib.sh; vmtest_main $script" &
+	scenario_pid=$!
+	setsid sh -c "sleep ${limit:-120}; kill -TERM -$scenario_pid; sleep 15; kill -KILL -$scenario_pid" \
+		>/dev/null 2>&1 &
+	watchdog_pid=$!
+	wait "$scenario_pid"
+	rc=$?
+	kill -KILL -"$watchdog_pid" 2>/dev/null
+	echo "VMTEST SCENARIO $name END $rc"
 done
 
 echo "VMTEST DONE uptime=$(cut -d' ' -f1 /proc/uptime)"

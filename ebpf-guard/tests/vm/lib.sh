@@ -42,6 +42,20 @@ expect() {
 	return 1
 }
 
+# expect_eq CHECK WANT CMD...: PASS if CMD's combined output is exactly WANT.
+expect_eq() {
+	_check=$1 _want=$2
+	shift 2
+	_out=$("$@" 2>&1)
+	_rc=$?
+	if [ "$_out" = "$_want" ]; then
+		result "$_check" PASS "rc=$_rc $_out"
+		return 0
+	fi
+	result "$_check" FAIL "want '$_want' got rc=$_rc $_out"
+	return 1
+}
+
 # expect_ok CHECK CMD...: PASS if a probe prints "OK ..." (and exits 0).
 expect_ok() {
 	_check=$1
@@ -255,6 +269,7 @@ vmtest_cleanup() {
 
 vmtest_main() {
 	trap vmtest_cleanup EXIT
+	trap 'fail timeout "scenario killed by its time limit"; exit 124' TERM
 	. "$1"
 	[ "$VMTEST_RESULTS" -gt 0 ] || fail results "the scenario reported no result"
 	return 0

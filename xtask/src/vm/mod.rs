@@ -21,18 +21,32 @@ use crate::workspace_root;
 use report::Report;
 
 /// Options of `cargo xtask vm-test`.
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 pub struct Args {
     /// Run only these scenarios (file names without `.sh`; a trailing `*` matches a prefix).
     /// Default: every script in `ebpf-guard/tests/vm/scenarios/`.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Kill the guest after this many seconds.
-    #[arg(long, default_value_t = 280)]
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
     /// Echo the serial console while the guest runs.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// Whole-guest time limit: the suite runs in about a minute; TCG on a loaded host is slow.
+const DEFAULT_TIMEOUT_SECS: u64 = 280;
+
+impl Default for Args {
+    /// What `cargo xtask test` runs: every scenario, quietly.
+    fn default() -> Self {
+        Args {
+            scenarios: Vec::new(),
+            timeout: DEFAULT_TIMEOUT_SECS,
+            verbose: false,
+        }
+    }
 }
 
 /// A scenario script and what it needs in the guest.

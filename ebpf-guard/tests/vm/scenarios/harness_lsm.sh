@@ -10,3 +10,9 @@ esac
 for fs in /sys/fs/cgroup/cgroup.controllers /sys/fs/bpf /sys/kernel/btf/vmlinux; do
 	if [ -e "$fs" ]; then pass "present:$fs" ""; else fail "present:$fs" "missing"; fi
 done
+
+# Yama restricts ptrace to descendants unless the tracer has CAP_SYS_PTRACE; the probes run as
+# root, so a ptrace denial in a guard scenario comes from the guard, not Yama.
+info "yama ptrace_scope=$(cat /proc/sys/kernel/yama/ptrace_scope)"
+expect_eq exec_session_has_cap_sys_ptrace yes sh -c \
+	'caps=$(sed -n "s/^CapEff:\t//p" /proc/self/status); [ $(( 0x$caps >> 19 & 1 )) = 1 ] && echo yes'
