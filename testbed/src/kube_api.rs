@@ -6,7 +6,7 @@
 //!   [`ServiceAccountIssuer`](crate::ServiceAccountIssuer) (signature, expiry, audience);
 //! - `GET` (list, with equality `labelSelector`, and single), `POST`, `PUT` (optimistic
 //!   concurrency on `metadata.resourceVersion`), `PATCH` (merge, JSON patch; strategic merge and
-//!   apply treated as merge), `DELETE` for the kinds in `RESOURCES`: core `secrets`,
+//!   server-side apply treated as merge, apply also creating a missing object), `DELETE` for the kinds in `RESOURCES`: core `secrets`,
 //!   `configmaps`, `serviceaccounts`, `pods`, `events`, `namespaces`; `events.k8s.io/v1` events;
 //!   `coordination.k8s.io/v1` leases; `admissionregistration.k8s.io/v1`
 //!   mutatingwebhookconfigurations. Namespaced kinds also list across namespaces
@@ -708,11 +708,27 @@ fn resource(shared: &Shared, req: &ResourceRequest<'_>) -> Response<Full<Bytes>>
         }
         ("PATCH", Some(name)) => {
             let key = (kind, ns.to_owned(), name.to_owned());
+            let mime = content_type.split(';').next().unwrap_or_default().trim();
             let Some(current) = store.objects.get(&key).cloned() else {
-                return not_found(kind, name);
+                // Server-side apply creates what does not exist yet; other patches 404.
+                if mime != "application/apply-patch+yaml" {
+                    return not_found(kind, name);
+                }
+                let mut obj = match parse_object(kind, ns, body) {
+                    Ok(o) => o,
+                    Err(resp) => return resp,
+                };
+                if obj["metadata"]["name"] != name {
+                    return bad_request(
+                        "the name of the object does not match the name on the URL",
+                    );
+                }
+                normalize(kind, &mut obj);
+                stamp_new(&mut store, &mut obj);
+                store.objects.insert(key, obj.clone());
+                return json_response(StatusCode::CREATED, &obj);
             };
             let mut patched = current.clone();
-            let mime = content_type.split(';').next().unwrap_or_default().trim();
             let applied = match mime {
                 "application/json-patch+json" => serde_json::from_slice::<json_patch::Patch>(body)
                     .map_err(|e| e.to_string())

@@ -117,6 +117,17 @@ async fn fake_api_kube_client_gets_creates_and_sees_real_not_found() -> TestResu
         Some("1")
     );
 
+    // Server-side apply creates a missing object, then merges into it.
+    let applied = secrets
+        .patch(
+            "applied",
+            &PatchParams::apply("testbed"),
+            &Patch::Apply(json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "applied" }, "data": { "x": "eQ==" } })),
+        )
+        .await?;
+    assert_eq!(applied.metadata.namespace.as_deref(), Some("demo"));
+    secrets.delete("applied", &Default::default()).await?;
+
     let list = secrets.list(&Default::default()).await?;
     assert_eq!(list.items.len(), 2);
     secrets.delete("created", &Default::default()).await?;
