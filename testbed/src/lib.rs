@@ -82,7 +82,21 @@
 //! // Clients: URL api.url(), CA api.ca_pem() / api.ca_der(), header `Authorization: Bearer {api.token()}`.
 //! // With feature `kube`: let client = api.kube_client()?;
 //! assert_eq!(api.count_requests("GET", "/api/v1/namespaces/demo/secrets/pull"), 0);
-//! # Ok(()) }
+//! api.inject_failure("GET", "/api/v1/namespaces/demo/secrets/pull", 503, 2); // next 2 calls fail
+//! let stored = api.get("secrets", "demo", "pull"); // what the code under test wrote
+//! # let _ = stored; Ok(()) }
+//! ```
+//!
+//! TLS material for any other test server (the webhook's serving certificate, a registry):
+//!
+//! ```no_run
+//! # fn main() -> strongroom_testbed::Result<()> {
+//! let ca = strongroom_testbed::TestCa::new()?; // CA + server cert for 127.0.0.1 and localhost
+//! let dir = tempfile::tempdir().map_err(|e| strongroom_testbed::Error::Io { op: "tempdir", source: e })?;
+//! let files = ca.write_files(dir.path())?; // ca.crt, tls.crt, tls.key
+//! let server = ca.server_config()?; // Arc<rustls::ServerConfig>, ring provider
+//! let client = strongroom_testbed::tls::client_config(ca.ca_pem())?;
+//! # let _ = (files, server, client); Ok(()) }
 //! ```
 
 #![warn(missing_docs)]
