@@ -46,6 +46,22 @@ fn openbao_plain_starts_and_serves_kv_transit_and_audit() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn openbao_and_postgres_dropped_are_reaped_and_their_dirs_removed() -> Result<()> {
+    let bao = OpenBao::start()?;
+    let pg = Postgres::start()?;
+    let (bao_pid, pg_pid) = (bao.pid(), pg.pid());
+    let bao_dir = bao.audit_log_path().parent().map(ToOwned::to_owned);
+    assert!(std::path::Path::new(&format!("/proc/{bao_pid}")).exists());
+    drop(bao);
+    drop(pg);
+    // Reaped by the guard, so not even a zombie is left.
+    assert!(!std::path::Path::new(&format!("/proc/{bao_pid}")).exists());
+    assert!(!std::path::Path::new(&format!("/proc/{pg_pid}")).exists());
+    assert!(bao_dir.is_some_and(|d| !d.exists()));
+    Ok(())
+}
+
 #[tokio::test]
 async fn openbao_tls_starts_and_answers_with_its_ca() -> Result<()> {
     let bao = OpenBao::start_tls()?;
