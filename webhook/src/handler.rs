@@ -85,6 +85,45 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
     }
 }
 
+/// The benchmark baseline's answer: `allowed: true` for the uid, no decision.
+pub fn answer_noop(body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct UidOnly {
+        #[serde(rename = "apiVersion", default)]
+        api_version: String,
+        request: Option<Uid>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Uid {
+        uid: String,
+    }
+    match serde_json::from_slice::<UidOnly>(body) {
+        Ok(UidOnly {
+            api_version,
+            request: Some(Uid { uid }),
+        }) => {
+            let response = AdmissionResponse::allow(&uid);
+            Answer {
+                http_status: 200,
+                body: response.clone().into_review(&api_version),
+                outcome: Outcome {
+                    response,
+                    decision: Decision::NotOurs,
+                    injected_containers: 0,
+                },
+                meta: ReviewMeta {
+                    uid,
+                    ..ReviewMeta::default()
+                },
+            }
+        }
+        _ => bad_review(
+            API_VERSIONS[0],
+            "the body is not an AdmissionReview".to_owned(),
+        ),
+    }
+}
+
 fn bad_review(api_version: &str, message: String) -> Answer {
     let response = AdmissionResponse::invalid("", message);
     Answer {

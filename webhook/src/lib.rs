@@ -6,9 +6,14 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod config;
 pub mod handler;
 pub mod image;
+pub mod inject;
 pub mod mutate;
 pub mod objects;
 pub mod policy;
 pub mod registry;
+pub mod server;
+pub mod telemetry;
+pub mod tls;

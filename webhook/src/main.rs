@@ -1,2 +1,126 @@
-//! The `vault-secrets-webhook` binary.
-fn main() {}
+//! The `vault-secrets-webhook` binary: `serve`, `inject -f FILE` and the hidden benchmark
+//! baseline `noop-server`.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use webhook::config::{Cli, Command, InjectArgs, NoopArgs, ServeArgs};
+use webhook::mutate::Mutator;
+use webhook::objects::{KubeObjects, NoObjects, ObjectSource};
+use webhook::server::Server;
+use webhook::telemetry::{Metrics, init_logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = init_logging(&cli.log_level, cli.log_format) {
+        eprintln!("vault-secrets-webhook: error: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vault-secrets-webhook: error: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Inject(args) => inject(args).await,
+            Command::NoopServer(args) => noop(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vault-secrets-webhook: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.server.settings()?;
+    let config = args.operator.mutation_config()?;
+    let images = args.operator.static_images()?;
+    let objects: Arc<dyn ObjectSource> = match kube::Client::try_default().await {
+        Ok(client) => Arc::new(KubeObjects::new(client)),
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                "no Kubernetes API access; valueFrom/envFrom references in Secrets and ConfigMaps will not be injected"
+            );
+            Arc::new(NoObjects)
+        }
+    };
+    let mutator = Mutator::new(config, images, objects);
+    let server = Server::bind(settings, mutator, Arc::new(Metrics::new()))
+        .await
+        .context("starting the server")?;
+    tracing::info!(
+        listen = %server.local_addr(),
+        telemetry = %server.telemetry_addr(),
+        version = webhook::mutate::VERSION,
+        "serving admission reviews"
+    );
+    server.serve(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn inject(args: InjectArgs) -> anyhow::Result<()> {
+    let text = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let config = args.operator.mutation_config()?;
+    let mutator = Mutator::new(config, args.operator.static_images()?, Arc::new(NoObjects));
+    let documents = webhook::inject::parse_documents(&text)?;
+    let injected = webhook::inject::inject_documents(&mutator, documents, &args.namespace).await?;
+    for document in &injected {
+        for warning in &document.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
+    print!("{}", webhook::inject::render_yaml(&injected)?);
+    Ok(())
+}
+
+/// The benchmark baseline: same listener, TLS and HTTP stack, a mutator that never injects.
+async fn noop(args: NoopArgs) -> anyhow::Result<()> {
+    let settings = args.server.settings()?;
+    let server = Server::bind_noop(settings, Arc::new(Metrics::new()))
+        .await
+        .context("starting the no-op server")?;
+    tracing::info!(listen = %server.local_addr(), "serving the no-op baseline");
+    server.serve(shutdown_signal()).await;
+    Ok(())
+}

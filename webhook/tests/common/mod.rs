@@ -157,3 +157,5 @@ pub fn pod_review(object: &Value) -> Vec<u8> {
     }))
     .unwrap()
 }
+
+pub mod net;
