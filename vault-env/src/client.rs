@@ -296,9 +296,12 @@ impl Transport {
             }
         }
         if let Some(body) = request.body {
+            // The body (a login JWT, for one) is handed to reqwest in a buffer that wipes
+            // itself when reqwest drops it.
+            let owned = Zeroizing::new(body.to_vec());
             builder = builder
                 .header("content-type", "application/json")
-                .body(body.to_vec());
+                .body(bytes::Bytes::from_owner(owned));
         }
         let mut response = builder.send().await?;
         let status = response.status();

@@ -2,8 +2,8 @@
 //! same-uid processes (`PR_SET_DUMPABLE=0`), secret buffers locked in RAM (`mlock`), and no
 //! file descriptor of vault-env's surviving into the app (`close_range(CLOEXEC)`).
 //!
-//! This is the one module of the crate allowed `unsafe`: `mlock` and the `close_range`
-//! system call have no safe wrapper. Each block states why it is sound.
+//! This is the one module of the crate allowed `unsafe`: `mlock`, the `close_range` system
+//! call and `kill` with a raw (real-time) signal number have no safe wrapper. Each block states why it is sound.
 #![allow(
     unsafe_code,
     reason = "mlock and close_range need raw system calls; each block has a SAFETY note"
@@ -79,6 +79,23 @@ pub fn cloexec_all_fds() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends signal number `signal` to the single process `pid` (`kill(2)` with a raw number):
+/// daemon mode forwards the real-time signals too, which `nix`'s `Signal` cannot name.
+/// `pid` must be positive: 0 and negative values would address process groups or every
+/// process, and are refused.
+pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
+    if pid <= 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill takes two integers and reads or writes no memory of this process.
+    let result = unsafe { libc::kill(pid, signal) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
@@ -96,6 +113,22 @@ mod tests {
         // SAFETY: F_GETFD on a descriptor this test owns.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+    }
+
+    #[test]
+    fn set_dumpable_false_is_observed_and_reversible() {
+        set_dumpable(false).unwrap();
+        assert!(!is_dumpable().unwrap());
+        set_dumpable(true).unwrap();
+        assert!(is_dumpable().unwrap());
+    }
+
+    #[test]
+    fn send_signal_refuses_group_and_broadcast_pids() {
+        assert!(send_signal(0, 0).is_err());
+        assert!(send_signal(-1, 0).is_err());
+        // Signal 0 checks that the process exists without sending anything.
+        send_signal(std::process::id() as i32, 0).unwrap();
     }
 
     #[test]

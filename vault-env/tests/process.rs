@@ -441,7 +441,11 @@ fn bad_config_is_one_line_before_anything_runs() {
             "aws-ec2",
             "VAULT_AUTH_METHOD=\"aws-ec2\" is not supported",
         ),
-        ("VAULT_ENV_DAEMON", "true", "daemon mode is not available"),
+        (
+            "VAULT_TRANSIT_BATCH_SIZE",
+            "0",
+            "VAULT_TRANSIT_BATCH_SIZE=\"0\" is invalid",
+        ),
     ] {
         let env = with(&bed.env(), &[(name, value), ("V", "vault:secret/data/x#v")]);
         let line = run(&env, &[]).error_line();
