@@ -108,6 +108,7 @@ pub mod net;
 pub mod openbao;
 pub mod postgres;
 mod process;
+pub mod registry;
 mod runtime;
 mod tempdir;
 pub mod tls;
