@@ -126,7 +126,7 @@ impl OpenBaoBuilder {
             kube_api,
             _dir: dir,
         };
-        bao.configure()?;
+        bao.configure(None)?;
         Ok(bao)
     }
 }
@@ -386,6 +386,29 @@ impl OpenBao {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value> {
+        self.call(None, token, method, path, body)
+    }
+
+    /// Like [`api`](Self::api) inside OpenBao namespace `namespace` (`X-Vault-Namespace`).
+    pub fn api_in(
+        &self,
+        namespace: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        self.call(Some(namespace), &self.root_token, method, path, body)
+    }
+
+    /// The general form of [`api`](Self::api): optional namespace, any token (`""` for none).
+    pub fn call(
+        &self,
+        namespace: Option<&str>,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let path = path.trim_start_matches('/').trim_start_matches("v1/");
         let url = format!("{}/v1/{path}", self.addr);
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Error::Decode {
@@ -395,6 +418,9 @@ impl OpenBao {
         let mut req = self.client.request(m, &url);
         if !token.is_empty() {
             req = req.header("X-Vault-Token", token);
+        }
+        if let Some(ns) = namespace {
+            req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -485,6 +511,14 @@ impl OpenBao {
             Some(json!({ "role": ROLE, "jwt": jwt })),
         )?;
         Ok(resp["auth"].clone())
+    }
+
+    /// Creates OpenBao namespace `name` configured like the root one: KV v2 `secret/`, KV v1
+    /// `kv1/`, transit with [`TRANSIT_KEY`], policy [`POLICY`], kubernetes and jwt auth with role
+    /// [`ROLE`]. Write into it with [`api_in`](Self::api_in); clients send `VAULT_NAMESPACE`.
+    pub fn create_namespace(&self, name: &str) -> Result<()> {
+        self.api("POST", &format!("sys/namespaces/{name}"), Some(json!({})))?;
+        self.configure(Some(name))
     }
 
     /// Looks up a lease with the root token: `Some(data)` (`id`, `ttl`, `expire_time`,
@@ -629,73 +663,76 @@ impl OpenBao {
         .map(drop)
     }
 
-    fn configure(&self) -> Result<()> {
-        self.api(
+    fn configure(&self, namespace: Option<&str>) -> Result<()> {
+        let api = |method: &str, path: &str, body: Value| {
+            self.call(namespace, &self.root_token, method, path, Some(body))
+        };
+        if namespace.is_some() {
+            // The root namespace gets `secret/` from dev mode; a child namespace does not.
+            api(
+                "POST",
+                "sys/mounts/secret",
+                json!({ "type": "kv", "options": { "version": "2" } }),
+            )?;
+        }
+        api(
             "POST",
             "sys/mounts/kv1",
-            Some(json!({ "type": "kv", "options": { "version": "1" } })),
+            json!({ "type": "kv", "options": { "version": "1" } }),
         )?;
-        self.api(
-            "POST",
-            "sys/mounts/transit",
-            Some(json!({ "type": "transit" })),
-        )?;
-        self.api(
-            "POST",
-            &format!("transit/keys/{TRANSIT_KEY}"),
-            Some(json!({})),
-        )?;
-        self.api(
+        api("POST", "sys/mounts/transit", json!({ "type": "transit" }))?;
+        api("POST", &format!("transit/keys/{TRANSIT_KEY}"), json!({}))?;
+        api(
             "POST",
             &format!("sys/policies/acl/{POLICY}"),
-            Some(json!({ "policy": POLICY_HCL })),
+            json!({ "policy": POLICY_HCL }),
         )?;
 
-        self.api(
+        api(
             "POST",
             "sys/auth/kubernetes",
-            Some(json!({ "type": "kubernetes" })),
+            json!({ "type": "kubernetes" }),
         )?;
-        self.api(
+        api(
             "POST",
             "auth/kubernetes/config",
-            Some(json!({
+            json!({
                 "kubernetes_host": self.kube_api.url(),
                 "kubernetes_ca_cert": self.kube_api.ca_pem(),
                 "token_reviewer_jwt": self.kube_api.token(),
                 "disable_local_ca_jwt": true,
-            })),
+            }),
         )?;
-        self.api(
+        api(
             "POST",
             &format!("auth/kubernetes/role/{ROLE}"),
-            Some(json!({
+            json!({
                 "bound_service_account_names": BOUND_SERVICE_ACCOUNTS,
                 "bound_service_account_namespaces": BOUND_NAMESPACES,
                 "token_policies": [POLICY],
                 "token_ttl": "1h",
-            })),
+            }),
         )?;
 
-        self.api("POST", "sys/auth/jwt", Some(json!({ "type": "jwt" })))?;
-        self.api(
+        api("POST", "sys/auth/jwt", json!({ "type": "jwt" }))?;
+        api(
             "POST",
             "auth/jwt/config",
-            Some(json!({
+            json!({
                 "jwt_validation_pubkeys": [self.issuer.public_key_pem()],
                 "bound_issuer": self.issuer.issuer(),
-            })),
+            }),
         )?;
-        self.api(
+        api(
             "POST",
             &format!("auth/jwt/role/{ROLE}"),
-            Some(json!({
+            json!({
                 "role_type": "jwt",
                 "bound_audiences": [self.issuer.default_audience(), JWT_EXTRA_AUDIENCE],
                 "user_claim": "sub",
                 "token_policies": [POLICY],
                 "token_ttl": "1h",
-            })),
+            }),
         )?;
         Ok(())
     }

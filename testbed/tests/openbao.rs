@@ -298,3 +298,55 @@ fn client_env_tls_variant_names_addr_and_cacert() -> Result<()> {
     assert!(bao.login_kubernetes(&jwt)?["client_token"].is_string());
     Ok(())
 }
+
+#[test]
+fn namespace_created_has_its_own_kv_and_kubernetes_login() -> Result<()> {
+    let bao = OpenBao::start()?;
+    bao.create_namespace("team-a")?;
+    bao.api_in(
+        "team-a",
+        "POST",
+        "secret/data/app",
+        Some(json!({ "data": { "k": "in-ns" } })),
+    )?;
+    // The root namespace has no such secret.
+    assert!(matches!(
+        bao.api("GET", "secret/data/app", None),
+        Err(Error::Api { status: 404, .. })
+    ));
+
+    let jwt = bao.issuer().issue("demo", "app-sa")?;
+    let login = bao.call(
+        Some("team-a"),
+        "",
+        "POST",
+        "auth/kubernetes/login",
+        Some(json!({ "role": "default", "jwt": jwt })),
+    )?;
+    let token = login["auth"]["client_token"].as_str().unwrap_or_default();
+    let read = bao.call(Some("team-a"), token, "GET", "secret/data/app", None)?;
+    assert_eq!(read["data"]["data"]["k"], "in-ns");
+    // Audit paths are namespace-relative; the namespace is in the raw entry.
+    let in_ns =
+        |e: &strongroom_testbed::AuditEntry| e.raw["request"]["namespace"]["path"] == "team-a/";
+    let reads: Vec<_> = bao
+        .audit_entries()?
+        .into_iter()
+        .filter(|e| e.is_request() && e.path == "secret/data/app" && e.operation == "read")
+        .collect();
+    assert_eq!(
+        reads.len(),
+        2,
+        "one root read (404) and one namespaced read"
+    );
+    assert_eq!(
+        reads.iter().filter(|e| in_ns(e)).count(),
+        1,
+        "{:?}",
+        reads
+            .iter()
+            .map(|e| &e.raw["request"]["namespace"])
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
