@@ -1075,3 +1075,36 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_now_is_utc_seconds_precision() {
+        let ts = rfc3339_now();
+        assert_eq!(ts.len(), 20, "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+        assert!(ts.starts_with("20"), "{ts}");
+    }
+
+    #[test]
+    fn percent_decode_label_selector_and_bad_escapes() {
+        assert_eq!(percent_decode("app%3Dx%2Cteam%3Da"), "app=x,team=a");
+        assert_eq!(percent_decode("a+b%zz%4"), "a b%zz%4");
+    }
+
+    #[test]
+    fn kind_lookup_by_plural_and_by_kind_agree() {
+        for (i, r) in RESOURCES.iter().enumerate() {
+            assert_eq!(Kind::from_plural(r.api_version, r.plural), Some(Kind(i)));
+            assert_eq!(Kind::from_api_kind(r.api_version, r.kind), Some(Kind(i)));
+        }
+        assert_eq!(Kind(0).group(), "");
+        let mwc = Kind::from_plural(
+            "admissionregistration.k8s.io/v1",
+            "mutatingwebhookconfigurations",
+        );
+        assert_eq!(mwc.map(Kind::group), Some("admissionregistration.k8s.io"));
+    }
+}

@@ -69,3 +69,37 @@ pub(crate) fn random_uuid() -> String {
         &h[20..32]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_is_bindable_and_wait_for_tcp_sees_listener() -> Result<()> {
+        let port = free_port()?;
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .map_err(|source| Error::Io { op: "bind", source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Io { op: "addr", source })?;
+        wait_for_tcp(addr, Duration::from_secs(2))
+    }
+
+    #[test]
+    fn wait_for_tcp_closed_port_times_out_with_not_ready() -> Result<()> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let started = Instant::now();
+        let result = wait_for_tcp(addr, Duration::from_millis(200));
+        assert!(matches!(result, Err(Error::NotReady { .. })));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        Ok(())
+    }
+
+    #[test]
+    fn random_uuid_has_kubernetes_uid_shape() {
+        let u = random_uuid();
+        let lens: Vec<usize> = u.split('-').map(str::len).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12]);
+        assert_ne!(u, random_uuid());
+    }
+}
