@@ -7,7 +7,9 @@
 //! Everything listens on 127.0.0.1 on free ports, lives in temp dirs, and is stopped, reaped and
 //! removed on drop; child processes also die with the test process (`PR_SET_PDEATHSIG`). The API
 //! is blocking and works from plain `#[test]` and from `#[tokio::test]` alike: HTTP calls and the
-//! fake API server run on a private background runtime.
+//! fake API server run on a private background runtime. Servers are `Send + Sync` and may be
+//! shared between tests in a `static` (`LazyLock`): processes are spawned from one long-lived
+//! thread, so they do not die with the test thread that happened to start them.
 //!
 //! # Usage
 //!
@@ -40,6 +42,14 @@
 //! assert_eq!(bao.audit_request_count("auth/kubernetes/login")?, 1);
 //! let reads = bao.audit_entries()?.iter().filter(|e| e.is_request() && e.path == "secret/data/app/db").count();
 //! let any = bao.api("GET", "sys/mounts", None)?; // generic call with the root token
+//!
+//! // jwt auth accepts the default audience or "vault"; kubernetes auth asks bao.kube_api().
+//! let vault_aud = bao.issuer().issue_with(&TokenSpec::new("demo", "app-sa").audiences(["vault"]))?;
+//! bao.login_jwt(&vault_aud)?;
+//!
+//! // OpenBao namespaces (VAULT_NAMESPACE): configured like the root namespace.
+//! bao.create_namespace("team-a")?;
+//! bao.api_in("team-a", "POST", "secret/data/app", Some(json!({ "data": { "k": "v" } })))?;
 //! # let _ = (ct, auth, reads, any); Ok(()) }
 //! ```
 //!
