@@ -608,18 +608,10 @@ fn parse_inline(value: &str) -> Result<Vec<Segment>, ReferenceError> {
     let mut text = String::new();
     let mut pos = 0;
     while pos < value.len() {
-        let next = [
-            value[pos..].find("${vault:"),
-            value[pos..].find("${>>vault:"),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some(rel) = next else {
+        let Some(open) = next_inline_start(value, pos) else {
             text.push_str(&value[pos..]);
             break;
         };
-        let open = pos + rel;
         text.push_str(&value[pos..open]);
         let inner_start = open + 2; // after "${"
         let inner = &value[inner_start..];
@@ -652,6 +644,21 @@ fn parse_inline(value: &str) -> Result<Vec<Segment>, ReferenceError> {
         segments.push(Segment::Text(text));
     }
     Ok(segments)
+}
+
+/// Byte index of the next `${vault:` or `${>>vault:` at or after `from`. One forward scan over
+/// `${` occurrences, so a value with many references stays linear.
+fn next_inline_start(value: &str, from: usize) -> Option<usize> {
+    let mut pos = from;
+    while let Some(rel) = value.get(pos..)?.find("${") {
+        let open = pos + rel;
+        let after = &value[open + 2..];
+        if after.starts_with("vault:") || after.starts_with(">>vault:") {
+            return Some(open);
+        }
+        pos = open + 2;
+    }
+    None
 }
 
 /// Where the `}` closing an inline reference is, within `inner` (which starts at `vault:`).

@@ -28,7 +28,7 @@
 //! | `trim s` / `nospace s` | strip surrounding / all white space |
 //! | `trimAll cutset s` / `trimPrefix p s` / `trimSuffix p s` | Go `strings.Trim` / `TrimPrefix` / `TrimSuffix` |
 //! | `replace old new s` | replace every occurrence |
-//! | `quote v…` / `squote v…` | Go `%q` quoting / single quotes, joined by spaces (null skipped by `quote`) |
+//! | `quote v…` / `squote v…` | Go `%q` quoting / single quotes, joined by spaces (null arguments skipped) |
 //! | `toJson v` / `toString v` | compact JSON as Go `json.Marshal` (sorted keys, HTML escapes) / text of a value |
 //! | `default d v` | `v` unless it is empty (missing, null, `""`, `false`, `0`, `[]`, `{}`), else `d` |
 //! | `sha256sum s` | lower-case hex SHA-256 |
@@ -1192,7 +1192,8 @@ fn call<'a>(
             let mut pieces: Vec<Zeroizing<String>> = Vec::with_capacity(vals.len());
             for v in &vals {
                 no_missing(v)?;
-                if func == Func::Quote && matches!(v, Val::Data(SecretJson::Null)) {
+                // Sprig v3 skips nil arguments in both quote functions.
+                if matches!(v, Val::Data(SecretJson::Null)) {
                     continue;
                 }
                 let raw = strval(v);

@@ -453,6 +453,62 @@ fn parse_value_over_limit_is_too_long() {
 }
 
 #[test]
+fn parse_many_inline_refs_at_limit_all_found() {
+    // ~5000 references and as many non-reference `${` in one 64 KiB value.
+    let unit = "${x}${vault:a#b}";
+    let value = unit.repeat(MAX_VALUE_LEN / unit.len());
+    let segments = match parse(&value) {
+        Ok(EnvValue::Inline(segments)) => segments,
+        other => panic!("expected inline, got {other:?}"),
+    };
+    let refs = segments
+        .iter()
+        .filter(|s| matches!(s, Segment::Ref(r) if *r == key("a", "b", None)))
+        .count();
+    assert_eq!(refs, MAX_VALUE_LEN / unit.len());
+    assert_eq!(segments.len(), 2 * refs);
+    assert_eq!(segments[0], text("${x}"));
+}
+
+/// Work is linear in the value's length: the slowest 64 KiB shapes parse in milliseconds.
+/// (A quadratic scan took ~1.7 s for the first shape in a debug build; the bound is generous
+/// so a loaded CI machine does not flake, and the best of three runs is taken.)
+#[test]
+fn parse_worst_case_values_take_bounded_time() {
+    let shapes = [
+        "${x}${vault:a#b}".repeat(MAX_VALUE_LEN / 16),
+        format!("vault:p#{}", "${.a | b64enc}".repeat(MAX_VALUE_LEN / 16)),
+        format!("vault:p#{}", "${(((.a)))}".repeat(MAX_VALUE_LEN / 12)),
+        format!(
+            ">>vault:p#k#{{\"a\":\"{}\"}}",
+            "#".repeat(MAX_VALUE_LEN - 30)
+        ),
+        "${".repeat(MAX_VALUE_LEN / 2 - 8) + "${vault:",
+        format!("x${{vault:p#{}", "${\"}\"}".repeat(MAX_VALUE_LEN / 8 - 2)),
+    ];
+    for value in &shapes {
+        assert!(
+            value.len() <= MAX_VALUE_LEN,
+            "shape too long: {}",
+            value.len()
+        );
+        let best = (0..3)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let _ = parse(value);
+                start.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        assert!(
+            best < std::time::Duration::from_millis(750),
+            "{:?}… took {best:?}",
+            &value[..20]
+        );
+    }
+}
+
+#[test]
 fn error_message_quotes_reference_shortened() {
     let long_path = "a".repeat(1000);
     let value = format!("vault:{long_path}");

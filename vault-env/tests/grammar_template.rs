@@ -80,6 +80,8 @@ fn render_functions_match_sprig() {
         ("${quote .nothing .user}", "\"admin\""),
         ("${.user | squote}", "'admin'"),
         ("${squote .user .flag}", "'admin' 'true'"),
+        ("${squote .nothing .user}", "'admin'"),
+        ("${quote .nothing}", ""),
         ("${.user | toJson}", "\"admin\""),
         (
             "${.html | toJson}",
