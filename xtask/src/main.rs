@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask test | demo | bench | vm-test | dist`.
 //!
 //! Each subcommand lives in its own module; `deps` installs what a fresh machine lacks.
+mod demo;
 mod deps;
 mod dist;
 mod manifests;
@@ -25,6 +26,8 @@ enum Command {
     Test(test::Args),
     /// Boot the QEMU guest and run the ebpf-guard scenarios (`--scenario NAME` to pick).
     VmTest(vm::Args),
+    /// The whole job end to end on this machine: Vault, webhook, a mutated pod run locally.
+    Demo(demo::Args),
     /// Install the system packages and Python tools the tests and demo need.
     Deps,
     /// Static, stripped release binaries in target/dist/ (fails over the size budget).
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Deps => deps::ensure_all(),
         Command::Dist => dist::run(),
         Command::Manifests => manifests::run(),

@@ -1,4 +1,4 @@
-//! `cargo xtask test`: everything CI runs, in order, stopping at the first failure.
+//! `cargo xtask test`: everything CI runs, in order; every step runs, and the run fails if any did.
 use std::process::Command;
 use std::time::Instant;
 
@@ -15,26 +15,80 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     deps::ensure_all()?;
+    let mut failed = Vec::new();
+    let mut record = |name: &'static str, result: Result<()>| {
+        if let Err(error) = result {
+            eprintln!("xtask test: {name}: {error:#}");
+            failed.push(name);
+        }
+    };
     if !args.no_lint {
-        step("fmt", cargo(&["fmt", "--all", "--", "--check"]))?;
-        step(
+        record(
+            "fmt",
+            step("fmt", cargo(&["fmt", "--all", "--", "--check"])),
+        );
+        record(
             "clippy",
-            cargo(&[
+            step(
                 "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-        )?;
+                cargo(&[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            ),
+        );
     }
-    step(
+    record(
         "tests",
-        cargo(&["test", "--workspace", "--all-targets", "--no-fail-fast"]),
-    )?;
-    crate::vm::run(&crate::vm::Args::default())?;
+        step(
+            "tests",
+            cargo(&["test", "--workspace", "--all-targets", "--no-fail-fast"]),
+        ),
+    );
+    record("vm-test", crate::vm::run(&crate::vm::Args::default()));
+    record("demo", demo_test());
+    if !failed.is_empty() {
+        bail!("failed steps: {}", failed.join(", "));
+    }
     Ok(())
+}
+
+/// Runs `cargo xtask demo` non-interactively (debug builds) and checks that its output shows
+/// every milestone in order.
+fn demo_test() -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    println!("==> demo");
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe().context("locating xtask")?)
+        .args(["demo", "--debug"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("demo: could not start")?;
+    let mut output = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            output.push_str(&line);
+            output.push('\n');
+        }
+    }
+    let status = child.wait()?;
+    let checked = if status.success() {
+        crate::demo::check_milestones(&output, true)
+    } else {
+        Err(anyhow::anyhow!("the demo failed ({status})"))
+    };
+    println!(
+        "<== demo: {} in {:.1}s",
+        if checked.is_ok() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    checked
 }
 
 /// A `cargo` command run from the workspace root.

@@ -951,6 +951,9 @@ fn demo_pod_example_matches_the_demo_contract() {
             ("DB_PASSWORD", "vault:secret/data/demo/db#password"),
             ("DB_USERNAME", "vault:database/creds/demo#username"),
             ("DB_PASSWORD_DYN", "vault:database/creds/demo#password"),
+            ("PGHOST", "127.0.0.1"),
+            ("PGPORT", "5432"),
+            ("PGDATABASE", "app"),
         ]
     );
 }
