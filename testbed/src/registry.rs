@@ -444,8 +444,10 @@ impl Registry {
         })
     }
 
-    fn get_manifest_bytes(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
-        let url = format!("https://{}/v2/{repo}/manifests/{digest}", self.host);
+    /// Fetches a manifest or index (`reference`: tag or digest) with the test credentials.
+    /// The request shows in the access log like any other.
+    pub fn fetch_manifest(&self, repo: &str, reference: &str) -> Result<Vec<u8>> {
+        let url = format!("https://{}/v2/{repo}/manifests/{reference}", self.host);
         block_on(async {
             let response = self
                 .request(reqwest::Method::GET, &url)
@@ -611,7 +613,7 @@ mod tests {
         })
         .map_err(http_error("GET", &url))?;
         assert_eq!(status, 401);
-        let fetched = reg.get_manifest_bytes("t/multi", &digest);
+        let fetched = reg.fetch_manifest("t/multi", &digest);
         assert!(fetched.is_ok());
         assert_eq!(reg.count_requests("GET", "t/multi", "manifests")?, 1);
         Ok(())
