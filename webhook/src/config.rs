@@ -48,6 +48,18 @@ pub enum Command {
     /// `allowed: true` and no decision (`cargo xtask bench` compares against it).
     #[command(hide = true)]
     NoopServer(NoopArgs),
+    /// Benchmark driver for `cargo xtask bench`: starts `serve` and `noop-server`, loads both
+    /// and prints the figures as JSON.
+    #[command(hide = true)]
+    BenchAdmission(BenchArgs),
+}
+
+/// `bench-admission` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Short rounds (about 20 s in all).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// `serve` flags.

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod bench;
 pub mod config;
 pub mod handler;
 pub mod image;

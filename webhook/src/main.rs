@@ -34,6 +34,11 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Inject(args) => inject(args).await,
             Command::NoopServer(args) => noop(args).await,
+            Command::BenchAdmission(args) => {
+                let figures = webhook::bench::run(args.quick).await?;
+                println!("{}", serde_json::to_string(&figures)?);
+                Ok(())
+            }
         }
     });
     match result {

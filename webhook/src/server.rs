@@ -360,15 +360,7 @@ async fn route(state: &AppState, request: Request<Incoming>) -> Response<Full<By
     };
     let seconds = started.elapsed().as_secs_f64();
     let outcome = &answer.outcome;
-    state.metrics.record(
-        &answer.meta.kind,
-        &answer.meta.operation,
-        outcome.decision,
-        outcome.injected_containers,
-        outcome.response.warnings.len(),
-        answer.meta.dry_run,
-        seconds,
-    );
+    state.metrics.record(&answer.meta, outcome, seconds);
     tracing::info!(
         uid = %answer.meta.uid,
         namespace = %answer.meta.namespace,

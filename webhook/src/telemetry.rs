@@ -9,7 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::mutate::Decision;
+use crate::handler::ReviewMeta;
+use crate::mutate::Outcome;
 
 /// Labels of `admission_reviews_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,28 +109,19 @@ impl Metrics {
     }
 
     /// Records one answered review.
-    pub fn record(
-        &self,
-        kind: &str,
-        operation: &str,
-        decision: Decision,
-        injected: usize,
-        warnings: usize,
-        dry_run: bool,
-        seconds: f64,
-    ) {
+    pub fn record(&self, meta: &ReviewMeta, outcome: &Outcome, seconds: f64) {
         self.duration.observe(seconds);
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: bounded_kind(kind),
-                operation: bounded_operation(operation),
-                decision: decision.as_str(),
+                kind: bounded_kind(&meta.kind),
+                operation: bounded_operation(&meta.operation),
+                decision: outcome.decision.as_str(),
             })
             .inc();
-        if !dry_run {
-            self.injections.inc_by(injected as u64);
+        if !meta.dry_run {
+            self.injections.inc_by(outcome.injected_containers as u64);
         }
-        self.warnings.inc_by(warnings as u64);
+        self.warnings.inc_by(outcome.response.warnings.len() as u64);
     }
 
     /// The text exposition format.
@@ -192,20 +184,29 @@ pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::AdmissionResponse;
+    use crate::mutate::Decision;
+
+    fn record(metrics: &Metrics, kind: &str, operation: &str, injected: usize, dry_run: bool) {
+        let meta = ReviewMeta {
+            kind: kind.to_owned(),
+            operation: operation.to_owned(),
+            dry_run,
+            ..ReviewMeta::default()
+        };
+        let outcome = Outcome {
+            response: AdmissionResponse::allow("u"),
+            decision: Decision::Patched,
+            injected_containers: injected,
+        };
+        metrics.record(&meta, &outcome, 0.0002);
+    }
 
     #[test]
     fn metrics_labels_are_bounded() {
         let metrics = Metrics::new();
         for i in 0..100 {
-            metrics.record(
-                &format!("Kind{i}"),
-                &format!("OP{i}"),
-                Decision::Patched,
-                1,
-                0,
-                false,
-                0.0002,
-            );
+            record(&metrics, &format!("Kind{i}"), &format!("OP{i}"), 1, false);
         }
         let text = metrics.encode();
         assert!(
@@ -223,7 +224,7 @@ mod tests {
     #[test]
     fn metrics_dry_run_counts_no_injection() {
         let metrics = Metrics::new();
-        metrics.record("Pod", "CREATE", Decision::Patched, 3, 0, true, 0.001);
+        record(&metrics, "Pod", "CREATE", 3, true);
         assert!(
             metrics
                 .encode()

@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask test | demo | bench | vm-test | dist`.
 //!
 //! Each subcommand lives in its own module; `deps` installs what a fresh machine lacks.
+mod bench;
 mod demo;
 mod deps;
 mod dist;
@@ -34,6 +35,8 @@ enum Command {
     Dist,
     /// Re-render manifests/rendered/ from the Helm chart (after linting it).
     Manifests,
+    /// Benchmarks against same-run baselines; writes target/bench/report.json.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Deps => deps::ensure_all(),
         Command::Dist => dist::run(),
         Command::Manifests => manifests::run(),
+        Command::Bench(args) => bench::run(&args),
         Command::VmTest(args) => vm::run(&args),
     };
     match result {

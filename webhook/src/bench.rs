@@ -1,0 +1,515 @@
+//! Benchmark helper behind the hidden `bench-admission` subcommand (`cargo xtask bench` runs
+//! it): starts the webhook (`serve`) and the no-op baseline (`noop-server`) as child
+//! processes of this binary on the same hyper + tokio-rustls stack, drives both with the same
+//! open-loop load (a 3-container pod with 10 references, 16 keep-alive TLS connections,
+//! 200 reviews/s) in interleaved A/B rounds, and measures saturation throughput and the
+//! in-process mutation cost. Prints the figures as JSON for xtask.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::image::StaticImageResolver;
+use crate::mutate::{MutationConfig, Mutator};
+use crate::objects::NoObjects;
+use crate::policy::AddressPolicy;
+
+/// One reported figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// Benchmark entry (`admission`).
+    pub bench: String,
+    /// What was measured.
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    /// The same measure for the baseline, when there is one.
+    pub baseline: Option<f64>,
+    /// value / baseline.
+    pub ratio: Option<f64>,
+    /// Highest acceptable ratio, when the figure has a target.
+    pub target: Option<f64>,
+    /// ratio <= target (or true without a target).
+    pub pass: bool,
+}
+
+impl Figure {
+    fn compared(name: &str, value: f64, baseline: f64, unit: &str, target: Option<f64>) -> Self {
+        let ratio = if baseline > 0.0 {
+            value / baseline
+        } else {
+            f64::INFINITY
+        };
+        Self {
+            bench: "admission".to_owned(),
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            baseline: Some(baseline),
+            ratio: Some(ratio),
+            target,
+            pass: target.is_none_or(|t| ratio <= t),
+        }
+    }
+}
+
+/// Load shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub connections: usize,
+    /// Reviews per second over all connections.
+    pub rate: f64,
+    pub duration: Duration,
+}
+
+/// Latency samples of one run, microseconds, measured from the scheduled send time (so a
+/// stalled server is not hidden by coordinated omission).
+#[derive(Clone, Debug, Default)]
+pub struct Samples {
+    pub micros: Vec<u64>,
+}
+
+impl Samples {
+    /// The `q` quantile (0..=1).
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.micros.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.micros.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted[index.min(sorted.len() - 1)] as f64
+    }
+}
+
+/// A review of a 3-container pod with 10 Vault references.
+pub fn bench_review() -> Value {
+    let container = |name: &str, refs: &[(&str, &str)]| {
+        let mut env: Vec<Value> = refs
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect();
+        env.push(json!({"name": "PLAIN", "value": "x"}));
+        json!({
+            "name": name,
+            "image": "registry.local/app:1",
+            "command": ["/app", "--serve"],
+            "args": ["--port", "8080"],
+            "env": env,
+            "volumeMounts": [{"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+        })
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "00000000-0000-0000-0000-000000000000",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "bench",
+            "operation": "CREATE",
+            "userInfo": {"username": "admin"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "bench",
+                    "namespace": "bench",
+                    "annotations": {
+                        "vault.security.banzaicloud.io/vault-addr": "https://vault.vault.svc.cluster.local:8200",
+                        "vault.security.banzaicloud.io/vault-role": "bench",
+                        "vault.security.banzaicloud.io/vault-tls-secret": "vault-tls",
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": "bench",
+                    "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+                    "containers": [
+                        container("app", &[
+                            ("DB_USER", "vault:secret/data/db#user"),
+                            ("DB_PASSWORD", "vault:secret/data/db#password"),
+                            ("API_KEY", "vault:secret/data/api#key#3"),
+                            ("URL", "postgres://${vault:secret/data/db#user}:${vault:secret/data/db#password}@db/app"),
+                        ]),
+                        container("worker", &[
+                            ("QUEUE_TOKEN", "vault:secret/data/queue#token"),
+                            ("AWS_KEY", "vault:secret/data/aws#AWS_ACCESS_KEY_ID"),
+                            ("AWS_SECRET", "vault:secret/data/aws#AWS_SECRET_ACCESS_KEY"),
+                        ]),
+                        container("proxy", &[
+                            ("TLS_KEY", "vault:pki/data/proxy#key"),
+                            ("TLS_CERT", "vault:pki/data/proxy#cert"),
+                            ("SESSION", "vault:secret/data/proxy#session"),
+                        ]),
+                    ],
+                },
+            },
+        },
+    })
+}
+
+/// One keep-alive HTTP/1.1 + TLS connection.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> anyhow::Result<Conn> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    Ok(Conn { sender })
+}
+
+impl Conn {
+    /// Sends one review and checks the answer (uid echoed, allowed; patched if `patched`).
+    async fn review(&mut self, body: Bytes, expect_patch: bool) -> anyhow::Result<()> {
+        self.sender.ready().await?;
+        let request = http::Request::post("/pods?timeout=10s")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
+        let response = self.sender.send_request(request).await?;
+        ensure!(response.status() == 200, "status {}", response.status());
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let review: Value = serde_json::from_slice(&bytes)?;
+        ensure!(review["response"]["allowed"] == true, "review not allowed");
+        ensure!(
+            review["response"]["uid"] == "00000000-0000-0000-0000-000000000000",
+            "uid not echoed"
+        );
+        ensure!(
+            review["response"]["patch"].is_string() == expect_patch,
+            "unexpected patch presence"
+        );
+        Ok(())
+    }
+}
+
+/// Open-loop load: each connection sends on its own fixed schedule.
+pub async fn open_loop(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    body: Bytes,
+    expect_patch: bool,
+    load: Load,
+) -> anyhow::Result<Samples> {
+    let per_connection = Duration::from_secs_f64(load.connections as f64 / load.rate);
+    let mut tasks = Vec::new();
+    for index in 0..load.connections {
+        let config = Arc::clone(&config);
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(addr, config).await?;
+            // Stagger the connections across one interval.
+            let offset = per_connection.mul_f64(index as f64 / load.connections as f64);
+            let start = tokio::time::Instant::now() + offset;
+            let end = start + load.duration;
+            let mut micros = Vec::new();
+            let mut next = start;
+            while next < end {
+                tokio::time::sleep_until(next).await;
+                conn.review(body.clone(), expect_patch).await?;
+                micros.push(next.elapsed().as_micros() as u64);
+                next += per_connection;
+            }
+            anyhow::Ok(micros)
+        }));
+    }
+    let mut samples = Samples::default();
+    for task in tasks {
+        samples.micros.extend(task.await??);
+    }
+    Ok(samples)
+}
+
+/// Closed-loop load: reviews per second with every connection busy.
+pub async fn saturation(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    body: Bytes,
+    expect_patch: bool,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..connections {
+        let config = Arc::clone(&config);
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(addr, config).await?;
+            let mut count = 0u64;
+            while started.elapsed() < duration {
+                conn.review(body.clone(), expect_patch).await?;
+                count += 1;
+            }
+            anyhow::Ok(count)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Nanoseconds per review: (full decision = parse + decide + patch + serialise answer,
+/// serde_json parse + serialise of the same review).
+pub fn mutation_cost(iterations: u32) -> anyhow::Result<(f64, f64)> {
+    let body = serde_json::to_vec(&bench_review())?;
+    let mutator = bench_mutator();
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let answer = runtime.block_on(crate::handler::answer(&mutator, &body));
+        ensure!(answer.body["response"]["patch"].is_string(), "no patch");
+        std::hint::black_box(serde_json::to_vec(&answer.body)?);
+    }
+    let decision = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let value: Value = serde_json::from_slice(&body)?;
+        std::hint::black_box(serde_json::to_vec(&value)?);
+    }
+    let serde = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+    Ok((decision, serde))
+}
+
+fn bench_mutator() -> Mutator {
+    let addr = "https://vault.vault.svc.cluster.local:8200";
+    Mutator::new(
+        MutationConfig {
+            vault_addr: addr.to_owned(),
+            address_policy: AddressPolicy::new(Some(addr), &[]),
+            ..MutationConfig::default()
+        },
+        Arc::new(StaticImageResolver::default()),
+        Arc::new(NoObjects),
+    )
+}
+
+/// A child server process, killed on drop.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn_server(subcommand: &str, dir: &Path) -> anyhow::Result<ServerProcess> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let port = free_port()?;
+    let telemetry = free_port()?;
+    let child = Command::new(exe)
+        .args(["--log-level", "warn", subcommand])
+        .arg(format!("--listen-address=127.0.0.1:{port}"))
+        .arg(format!("--telemetry-listen-address=127.0.0.1:{telemetry}"))
+        .arg("--tls-cert-file")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-private-key-file")
+        .arg(dir.join("tls.key"))
+        .env("VAULT_ADDR", "https://vault.vault.svc.cluster.local:8200")
+        .env("KUBECONFIG", "/nonexistent")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {subcommand}"))?;
+    let process = ServerProcess {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(process.addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{subcommand} did not listen within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(process)
+}
+
+/// Writes a throw-away CA-signed certificate for 127.0.0.1; returns the client config.
+fn write_certs(dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&leaf_key, &ca)?;
+    std::fs::write(dir.join("tls.crt"), format!("{}{}", leaf.pem(), ca.pem()))?;
+    std::fs::write(dir.join("tls.key"), leaf_key.serialize_pem())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Runs the admission benchmark and returns its figures.
+///
+/// # Errors
+///
+/// When a server does not start or an answer is wrong (a broken benchmark).
+pub async fn run(quick: bool) -> anyhow::Result<Vec<Figure>> {
+    let dir = std::env::temp_dir().join(format!("strongroom-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&dir, quick).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &Path, quick: bool) -> anyhow::Result<Vec<Figure>> {
+    let client = write_certs(dir)?;
+    let webhook = spawn_server("serve", dir)?;
+    let noop = spawn_server("noop-server", dir)?;
+    let body = Bytes::from(serde_json::to_vec(&bench_review())?);
+    let rounds: u32 = 5;
+    let round = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(6)
+    };
+    let load = Load {
+        connections: 16,
+        rate: 200.0,
+        duration: round,
+    };
+    // Warm up both (TLS session setup, allocator, page cache).
+    open_loop(
+        webhook.addr,
+        Arc::clone(&client),
+        body.clone(),
+        true,
+        Load {
+            duration: Duration::from_millis(500),
+            ..load
+        },
+    )
+    .await?;
+    open_loop(
+        noop.addr,
+        Arc::clone(&client),
+        body.clone(),
+        false,
+        Load {
+            duration: Duration::from_millis(500),
+            ..load
+        },
+    )
+    .await?;
+    let mut webhook_samples = Samples::default();
+    let mut noop_samples = Samples::default();
+    for index in 0..rounds {
+        // Interleave A/B and alternate which goes first, so drift hits both alike.
+        let order = if index.is_multiple_of(2) {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_webhook in order {
+            let (addr, into) = if is_webhook {
+                (webhook.addr, &mut webhook_samples)
+            } else {
+                (noop.addr, &mut noop_samples)
+            };
+            let samples =
+                open_loop(addr, Arc::clone(&client), body.clone(), is_webhook, load).await?;
+            into.micros.extend(samples.micros);
+        }
+    }
+    let expected = (load.rate * round.as_secs_f64() * f64::from(rounds)) as usize;
+    ensure!(
+        webhook_samples.micros.len() + 16 >= expected && noop_samples.micros.len() + 16 >= expected,
+        "too few samples: webhook {} noop {} expected {expected}",
+        webhook_samples.micros.len(),
+        noop_samples.micros.len()
+    );
+    let saturation_time = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    let webhook_rps = saturation(
+        webhook.addr,
+        Arc::clone(&client),
+        body.clone(),
+        true,
+        16,
+        saturation_time,
+    )
+    .await?;
+    let noop_rps = saturation(
+        noop.addr,
+        Arc::clone(&client),
+        body.clone(),
+        false,
+        16,
+        saturation_time,
+    )
+    .await?;
+    let (decision_ns, serde_ns) = mutation_cost(if quick { 200 } else { 2000 })?;
+    let ms = |us: f64| us / 1000.0;
+    Ok(vec![
+        Figure::compared(
+            "p50 latency at 200 reviews/s",
+            ms(webhook_samples.quantile(0.5)),
+            ms(noop_samples.quantile(0.5)),
+            "ms",
+            None,
+        ),
+        Figure::compared(
+            "p99 latency at 200 reviews/s",
+            ms(webhook_samples.quantile(0.99)),
+            ms(noop_samples.quantile(0.99)),
+            "ms",
+            Some(1.5),
+        ),
+        // Lower is worse here, so the ratio is baseline/value against the same 1.5 bound.
+        Figure {
+            ratio: Some(noop_rps / webhook_rps.max(f64::MIN_POSITIVE)),
+            ..Figure::compared(
+                "saturation throughput (16 connections)",
+                webhook_rps,
+                noop_rps,
+                "reviews/s",
+                None,
+            )
+        },
+        Figure::compared(
+            "mutation cost per review (decision+patch vs serde parse+serialise)",
+            decision_ns / 1000.0,
+            serde_ns / 1000.0,
+            "us",
+            None,
+        ),
+    ])
+}
