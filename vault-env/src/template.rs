@@ -34,6 +34,8 @@
 //! | `sha256sum s` | lower-case hex SHA-256 |
 //! | `urlquery s` | Go `url.QueryEscape` (the `text/template` builtin) |
 //! | `index v k…` | nested lookup with literal keys (strings for objects, integers for arrays) |
+//! | `printf "fmt" v…` | Go `fmt.Sprintf` with a literal format and the verbs `%s %v %d %q %%` (checked at parse time) |
+//! | `print v…` | Go `fmt.Sprint` (a space between operands only when neither is a string) |
 //!
 //! Strings and numbers are accepted where a string is expected; booleans, null, arrays and
 //! objects are type errors. Printing a value: strings as is, numbers as their JSON text,
@@ -232,10 +234,12 @@ enum Func {
     Sha256sum,
     Urlquery,
     Index,
+    Printf,
+    Print,
 }
 
 impl Func {
-    const ALL: [Func; 19] = [
+    const ALL: [Func; 21] = [
         Func::B64enc,
         Func::B64dec,
         Func::Upper,
@@ -255,6 +259,8 @@ impl Func {
         Func::Sha256sum,
         Func::Urlquery,
         Func::Index,
+        Func::Printf,
+        Func::Print,
     ];
 
     fn name(self) -> &'static str {
@@ -278,6 +284,8 @@ impl Func {
             Func::Sha256sum => "sha256sum",
             Func::Urlquery => "urlquery",
             Func::Index => "index",
+            Func::Printf => "printf",
+            Func::Print => "print",
         }
     }
 
@@ -302,7 +310,8 @@ impl Func {
             Func::TrimAll | Func::TrimPrefix | Func::TrimSuffix => (2, Some(2)),
             Func::Replace => (3, Some(3)),
             Func::Default => (1, Some(2)),
-            Func::Quote | Func::Squote => (0, None),
+            Func::Quote | Func::Squote | Func::Print => (0, None),
+            Func::Printf => (1, None),
             Func::Index => (1, None),
         }
     }
@@ -852,6 +861,24 @@ impl Parser {
                         got,
                     });
                 }
+                if func == Func::Printf {
+                    // A literal format is checked here, so a bad verb or a wrong argument
+                    // count never reaches Go's "%!v(…)" output, which would echo a value.
+                    let Some(Operand::Str(format)) = args.first() else {
+                        return Err(syntax(at, "`printf` needs a string literal format first"));
+                    };
+                    let verbs = printf_verbs(format).map_err(|reason| syntax(at, reason))?;
+                    if verbs.len() != got - 1 {
+                        return Err(syntax(
+                            at,
+                            format!(
+                                "`printf` format has {} verbs but {} values follow",
+                                verbs.len(),
+                                got - 1
+                            ),
+                        ));
+                    }
+                }
                 if func == Func::Index {
                     // Keys must be literals, so an error can always name them without
                     // echoing anything read from the secret.
@@ -1252,6 +1279,25 @@ fn call<'a>(
             let input = Zeroizing::new(s(0, &vals)?);
             text(query_escape(&input))
         }
+        Func::Printf => {
+            let format = match args.first() {
+                Some(Operand::Str(f)) => f.as_str(),
+                _ => return Err(syntax(0, "`printf` needs a string literal format first")),
+            };
+            printf(format, &vals[1..])
+        }
+        Func::Print => {
+            // fmt.Sprint: a space between two operands when neither is a string.
+            let mut pieces: Vec<Zeroizing<String>> = Vec::with_capacity(vals.len() * 2);
+            for (i, v) in vals.iter().enumerate() {
+                no_missing(v)?;
+                if i > 0 && !is_go_string(&vals[i - 1]) && !is_go_string(v) {
+                    pieces.push(Zeroizing::new(" ".to_owned()));
+                }
+                pieces.push(strval(v));
+            }
+            text(join(&pieces, "")?)
+        }
         Func::Index => {
             let mut iter = vals.into_iter();
             let base = iter.next().ok_or_else(|| syntax(0, "missing argument"))?;
@@ -1315,6 +1361,115 @@ fn call<'a>(
             Ok(Val::Data(cur))
         }
     }
+}
+
+/// A printf verb this subset supports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    /// `%s` and `%v`: the text of the value.
+    Text,
+    /// `%d`: an integer.
+    Int,
+    /// `%q`: Go-quoted text.
+    Quoted,
+}
+
+/// The verbs of a printf format, in order; `%%` is a literal percent sign.
+fn printf_verbs(format: &str) -> Result<Vec<Verb>, String> {
+    let mut verbs = Vec::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        match chars.next() {
+            Some('%') => {}
+            Some('s' | 'v') => verbs.push(Verb::Text),
+            Some('d') => verbs.push(Verb::Int),
+            Some('q') => verbs.push(Verb::Quoted),
+            Some(other) => {
+                return Err(format!(
+                    "unsupported printf verb `%{other}` (supported: %s %v %d %q %%)"
+                ));
+            }
+            None => return Err("printf format ends with a lone `%`".to_owned()),
+        }
+    }
+    Ok(verbs)
+}
+
+/// Go's `fmt.Sprintf` for the verbs of [`printf_verbs`] (the format was checked at parse time).
+fn printf(format: &str, vals: &[Val<'_>]) -> Result<Val<'static>, TemplateError> {
+    let verbs = printf_verbs(format).map_err(|reason| syntax(0, reason))?;
+    if verbs.len() != vals.len() {
+        return Err(syntax(
+            0,
+            "`printf` argument count does not match its format",
+        ));
+    }
+    let mut pieces: Vec<Zeroizing<String>> = Vec::with_capacity(vals.len() * 2 + 1);
+    let mut literal = String::new();
+    let mut chars = format.chars();
+    let mut next = 0;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            literal.push(c);
+            continue;
+        }
+        let verb_char = chars.next();
+        if verb_char == Some('%') {
+            literal.push('%');
+            continue;
+        }
+        pieces.push(Zeroizing::new(std::mem::take(&mut literal)));
+        let (Some(verb), Some(v)) = (verbs.get(next), vals.get(next)) else {
+            return Err(syntax(
+                0,
+                "`printf` argument count does not match its format",
+            ));
+        };
+        next += 1;
+        no_missing(v)?;
+        pieces.push(match verb {
+            Verb::Text => strval(v),
+            Verb::Int => match v {
+                Val::Int(i) => Zeroizing::new(i.to_string()),
+                Val::Data(SecretJson::Number(n))
+                    if !n.is_empty()
+                        && n.strip_prefix('-')
+                            .unwrap_or(n)
+                            .bytes()
+                            .all(|b| b.is_ascii_digit()) =>
+                {
+                    Zeroizing::new(n.clone())
+                }
+                other => {
+                    return Err(TemplateError::WrongType {
+                        function: "printf",
+                        position: next + 1,
+                        found: other.kind(),
+                        expected: "an integer for %d",
+                    });
+                }
+            },
+            Verb::Quoted => {
+                let raw = strval(v);
+                let mut q = Zeroizing::new(String::with_capacity(raw.len() * 4 + 2));
+                go_quote(&raw, &mut q);
+                q
+            }
+        });
+    }
+    pieces.push(Zeroizing::new(literal));
+    text(join(&pieces, "")?)
+}
+
+/// Whether Go's `fmt` sees a string here (json.Number is a string kind).
+fn is_go_string(v: &Val<'_>) -> bool {
+    matches!(
+        v,
+        Val::Text(_) | Val::Data(SecretJson::String(_)) | Val::Data(SecretJson::Number(_))
+    )
 }
 
 /// `strings.Replace(s, old, new, -1)` into a buffer of the precomputed `size`.

@@ -139,10 +139,46 @@ fn render_functions_match_sprig() {
         ("a  ${- .user -}  b", "aadminb"),
         ("a ${-3} b", "a -3 b"),
         ("${.count | b64enc}", "NDI="),
+        ("${printf \"%s:%s\" .user .password}", "admin:p@ss w/rd&<x>"),
+        ("${.user | printf \"user=%s\"}", "user=admin"),
+        ("${printf \"%d%%\" .count}", "42%"),
+        ("${printf \"%d\" -3}", "-3"),
+        ("${printf \"%q\" .user}", "\"admin\""),
+        ("${printf \"%v-%v\" .flag .count}", "true-42"),
+        ("${printf \"no verbs\"}", "no verbs"),
+        ("${printf \"%s\" (.user | upper)}", "ADMIN"),
+        ("${print .user .count}", "admin42"),
+        ("${print 1 2}", "1 2"),
+        ("${print .flag .off}", "true false"),
+        ("${print \"a\" 1 .flag}", "a1 true"),
+        ("${print}", ""),
     ];
     for (template, expected) in cases {
         assert_eq!(ok(template), *expected, "template {template:?}");
     }
+}
+
+#[test]
+fn render_printf_errors_name_argument_not_value() {
+    assert_eq!(
+        render("${printf \"%s=%d\" .user .user}"),
+        Err(TemplateError::WrongType {
+            function: "printf",
+            position: 3,
+            found: "string",
+            expected: "an integer for %d"
+        })
+    );
+    assert_eq!(
+        render("${printf \"%d\" .float}").map_err(|e| matches!(e, TemplateError::WrongType { .. })),
+        Err(true)
+    );
+    assert_eq!(
+        render("${printf \"%s\" .nope}"),
+        Err(TemplateError::MissingKey {
+            key: ".nope".to_owned()
+        })
+    );
 }
 
 #[test]
@@ -239,8 +275,8 @@ fn parse_errors_are_specific() {
             |e| matches!(e, TemplateError::UnknownFunction { name } if name == "frobnicate"),
         ),
         (
-            "${printf \"%s\" .a}",
-            |e| matches!(e, TemplateError::UnknownFunction { name } if name == "printf"),
+            "${env \"HOME\"}",
+            |e| matches!(e, TemplateError::UnknownFunction { name } if name == "env"),
         ),
         (
             "${if .a}",
@@ -323,6 +359,42 @@ fn parse_errors_are_specific() {
                 e,
                 TemplateError::Arity {
                     function: "default",
+                    got: 0,
+                    ..
+                }
+            )
+        }),
+        (
+            "${printf \"%x\" .a}",
+            |e| matches!(e, TemplateError::Syntax { reason, .. } if reason.contains("%x")),
+        ),
+        ("${printf \"%5s\" .a}", |e| {
+            matches!(e, TemplateError::Syntax { .. })
+        }),
+        (
+            "${printf \"%s %s\" .a}",
+            |e| matches!(e, TemplateError::Syntax { reason, .. } if reason.contains("2 verbs")),
+        ),
+        ("${printf \"%s\"}", |e| {
+            matches!(e, TemplateError::Syntax { .. })
+        }),
+        ("${printf \"x\" .a}", |e| {
+            matches!(e, TemplateError::Syntax { .. })
+        }),
+        ("${printf .fmt .a}", |e| {
+            matches!(e, TemplateError::Syntax { .. })
+        }),
+        ("${.a | printf}", |e| {
+            matches!(e, TemplateError::Syntax { .. })
+        }),
+        ("${printf \"100%\"}", |e| {
+            matches!(e, TemplateError::Syntax { .. })
+        }),
+        ("${printf}", |e| {
+            matches!(
+                e,
+                TemplateError::Arity {
+                    function: "printf",
                     got: 0,
                     ..
                 }
