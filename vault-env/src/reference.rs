@@ -46,7 +46,8 @@
 //!    ciphertext (`vault:v1:…`, checked before any `#` split, so a ciphertext may contain `#`).
 //!    `vault:login` is returned for any variable; the resolver honours it only for
 //!    `VAULT_TOKEN`, as Bank-Vaults does (elsewhere Bank-Vaults fails with "secret data key or
-//!    template not defined").
+//!    template not defined"). `>>vault:v1:…` is a write reference without `#KEY`, an error
+//!    (Bank-Vaults would quietly treat it as a ciphertext).
 //! 3. **Where the KEY ends.** The KEY runs to the next `#` that is *not inside a template
 //!    action*: a `${` opens an action that ends at the first `}` outside a string literal
 //!    (`"…"` with backslash escapes, or `` `…` ``), exactly as Go's template lexer does. So
@@ -261,6 +262,19 @@ pub enum ReferenceError {
 }
 
 impl EnvValue {
+    /// A short name of the form (`plain`, `login`, `secret`, `inline`, `write`, `transit`),
+    /// for log fields and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EnvValue::Plain => "plain",
+            EnvValue::Login => "login",
+            EnvValue::Secret(_) => "secret",
+            EnvValue::Inline(_) => "inline",
+            EnvValue::Write(_) => "write",
+            EnvValue::Transit(_) => "transit",
+        }
+    }
+
     /// The value written back as text (`None` for [`EnvValue::Plain`]); parsing it again gives
     /// an equal `EnvValue`.
     pub fn to_reference_string(&self) -> Option<String> {

@@ -597,6 +597,21 @@ fn read_key_ignores_selector_and_keeps_version() {
 }
 
 #[test]
+fn kind_names_each_form() {
+    let cases = [
+        ("x", "plain"),
+        ("vault:login", "login"),
+        ("vault:a#b", "secret"),
+        ("a${vault:a#b}", "inline"),
+        (">>vault:a#b", "write"),
+        ("vault:v1:abc", "transit"),
+    ];
+    for (value, kind) in cases {
+        assert_eq!(parsed(value).kind(), kind, "{value:?}");
+    }
+}
+
+#[test]
 fn secret_refs_lists_inline_refs_in_order() {
     let v = parsed("${vault:a#1}-${vault:b#2#5}-${vault:a#3}");
     let paths: Vec<String> = v.secret_refs().iter().map(|r| r.to_string()).collect();
