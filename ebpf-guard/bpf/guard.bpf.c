@@ -132,7 +132,8 @@ static __always_inline struct lineage_entry *lineage_of(struct task_struct *t)
 	struct lineage_entry *e = bpf_map_lookup_elem(&lineage, &tgid);
 	if (!e)
 		return NULL;
-	if (e->start_time != BPF_CORE_READ(t, group_leader, start_time))
+	/* start_time 0: backfilled by the agent for a process older than the guard. */
+	if (e->start_time && e->start_time != BPF_CORE_READ(t, group_leader, start_time))
 		return NULL;
 	return e;
 }
@@ -479,7 +480,7 @@ int BPF_PROG(guard_sched_process_exit, struct task_struct *p)
 		return 0;
 	__u32 tgid = BPF_CORE_READ(p, tgid);
 	struct lineage_entry *e = bpf_map_lookup_elem(&lineage, &tgid);
-	if (e && e->start_time == BPF_CORE_READ(p, group_leader, start_time))
+	if (e && (!e->start_time || e->start_time == BPF_CORE_READ(p, group_leader, start_time)))
 		bpf_map_delete_elem(&lineage, &tgid);
 	return 0;
 }

@@ -57,7 +57,7 @@ struct inode_policy {
 
 /* Value of the `lineage` map, keyed by the global tgid (__u32). */
 struct lineage_entry {
-	__u64 start_time;    /* group leader's start_time: guards against PID reuse */
+	__u64 start_time;    /* group leader's start_time (PID reuse guard); 0 = backfilled */
 	__u64 container_cg;  /* cgroup id of the container the lineage started in (lineage id) */
 };
 

@@ -80,7 +80,7 @@ pub struct InodePolicy {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LineageEntry {
-    /// Group leader's `start_time` (ns since boot, monotonic).
+    /// Group leader's `start_time` (monotonic ns); 0 for entries backfilled by the agent.
     pub start_time: u64,
     /// Cgroup id of the container the lineage started in.
     pub container_cg: u64,

@@ -1,6 +1,6 @@
 //! The `run` loop: LSM check, load/pin (or reuse), registration rescans, audit event drain,
 //! health and metrics.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use ebpf_guard::abi::{
     CONFIG_HOST_BYPASS, DECISION_ALLOW, GuardConfig, HOOK_LINEAGE_START, RawEvent,
 };
+use ebpf_guard::backfill;
 use ebpf_guard::cgroup::{self, CgroupIndex};
 use ebpf_guard::config::RunConfig;
 use ebpf_guard::event::{AuditRecord, Clock, decision_name, hook_name};
@@ -95,8 +96,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 
     let mut pods = BTreeMap::new();
     rescan(&mut guard, &config, &mut cgroups, &mut pods, &metrics)?;
-    let events = guard.take_events().context("ring buffer already taken")?;
-    let mut events = events;
+    if let Some((kubepods_dir, _, _)) = &kubepods {
+        backfill_running(&mut guard, &config, &cgroups, &pods, kubepods_dir)?;
+    }
+    let mut events = guard.take_events().context("ring buffer already taken")?;
 
     health.set(
         true,
@@ -126,6 +129,49 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Claims containers that were running before the guard (see `ebpf_guard::backfill`).
+fn backfill_running(
+    guard: &mut Guard,
+    config: &RunConfig,
+    cgroups: &CgroupIndex,
+    pods: &BTreeMap<String, kubelet::ProtectedPod>,
+    kubepods_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut running = HashMap::new();
+    for (cg, identity) in cgroups.entries() {
+        let path = cgroups.path_of(identity);
+        if identity.container_id.is_none() || !path.starts_with(kubepods_dir) {
+            continue;
+        }
+        let (mode, tag) = identity
+            .pod_uid
+            .as_ref()
+            .and_then(|uid| pods.get(uid))
+            .map_or((0, 0), |pod| {
+                (
+                    config.mode.stricter(pod.mode).abi(),
+                    kubelet::pod_tag(&pod.uid),
+                )
+            });
+        running.insert(cg, (path, mode, tag));
+    }
+    let claimed = backfill::claim_running(guard, &running, std::path::Path::new("/proc"))
+        .context("backfill running containers")?;
+    for (cg, added) in claimed {
+        let protected = running.get(&cg).is_some_and(|entry| entry.1 != 0);
+        tracing::info!(
+            cgroup = cg,
+            processes = added,
+            protected,
+            "running container claimed (backfill)"
+        );
+        if protected {
+            tracing::info!(cgroup = cg, "container protected");
+        }
+    }
+    Ok(())
+}
+
 fn rescan(
     guard: &mut Guard,
     config: &RunConfig,
@@ -137,8 +183,24 @@ fn rescan(
         .with_context(|| format!("scan {}", config.kubelet_root.display()))?;
     cgroups.refresh();
     let changes = protect::reconcile(guard, pods, config.mode, Some(cgroups))?;
+    for cg in &changes.protected {
+        let identity = cgroups.get(*cg);
+        tracing::info!(
+            cgroup = cg,
+            pod_uid = ?identity.and_then(|i| i.pod_uid.as_deref()),
+            container = ?identity.and_then(|i| i.container_id.as_deref()),
+            "container protected"
+        );
+    }
     if changes != protect::Changes::default() {
-        tracing::info!(?changes, pods = pods.len(), "registrations updated");
+        tracing::info!(
+            registered = changes.registered,
+            unregistered = changes.unregistered,
+            modes_updated = changes.modes_updated,
+            containers_dropped = changes.containers_dropped,
+            pods = pods.len(),
+            "registrations updated"
+        );
     }
     metrics
         .protected_pods
@@ -176,12 +238,13 @@ fn drain(
                 .as_ref()
                 .is_some_and(|uid| pods.contains_key(uid));
             tracing::info!(
+                cgroup = raw.lineage_cg,
                 pid = raw.subject_pid,
                 comm = %record.subject.comm,
                 pod = ?record.pod_uid,
                 container = ?record.container,
                 known_pod = known,
-                "protected lineage started"
+                "container protected"
             );
             continue;
         }

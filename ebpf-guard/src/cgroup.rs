@@ -139,6 +139,11 @@ impl CgroupIndex {
         self.by_id.get(&id)
     }
 
+    /// Every cgroup known since the last refresh.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &CgroupIdentity)> {
+        self.by_id.iter().map(|(id, identity)| (*id, identity))
+    }
+
     /// Whether a cgroup id is currently known (after the last refresh).
     pub fn contains(&self, id: u64) -> bool {
         self.by_id.contains_key(&id)

@@ -5,6 +5,7 @@
 //! ([`kubelet`]), turns its events into audit records ([`event`], [`cgroup`]) and serves
 //! health and metrics ([`server`], [`metrics`]).
 pub mod abi;
+pub mod backfill;
 pub mod cgroup;
 pub mod config;
 pub mod event;

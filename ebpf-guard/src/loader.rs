@@ -299,6 +299,29 @@ impl Guard {
             .map_err(map_err("insert", "containers"))
     }
 
+    /// Creates a container entry unless one exists; false if it existed.
+    pub fn insert_container_if_absent(
+        &mut self,
+        cg: u64,
+        state: ContainerState,
+    ) -> Result<bool, LoaderError> {
+        const BPF_NOEXIST: u64 = 1;
+        match self.containers.insert(cg, state, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err("insert", "containers")(e)),
+        }
+    }
+
+    /// Removes a lineage entry (no error if absent).
+    pub fn remove_lineage(&mut self, tgid: u32) -> Result<(), LoaderError> {
+        ignore_missing(self.lineage.remove(&tgid)).map_err(map_err("remove", "lineage"))
+    }
+
     /// Forgets a container whose cgroup is gone.
     pub fn remove_container(&mut self, cg: u64) -> Result<(), LoaderError> {
         ignore_missing(self.containers.remove(&cg)).map_err(map_err("remove", "containers"))

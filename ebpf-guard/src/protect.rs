@@ -17,6 +17,8 @@ pub struct Changes {
     pub unregistered: usize,
     /// Container entries whose mode was updated.
     pub modes_updated: usize,
+    /// Cgroup ids of the containers that went from unprotected to protected.
+    pub protected: Vec<u64>,
     /// Container entries dropped because their cgroup is gone.
     pub containers_dropped: usize,
 }
@@ -92,6 +94,9 @@ pub fn reconcile(
         if let Some(policy) = policy
             && (policy.mode != state.mode || policy.pod_tag != state.pod_tag)
         {
+            if state.mode == 0 {
+                changes.protected.push(cg);
+            }
             state.mode = policy.mode;
             state.pod_tag = policy.pod_tag;
             guard.put_container(cg, state)?;

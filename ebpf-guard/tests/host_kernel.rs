@@ -384,6 +384,66 @@ fn lineage_first_exec_in_kubepods_container_is_tracked_then_agent_marks_pod() {
 }
 
 #[test]
+fn backfill_running_container_claims_init_tree_but_not_later_exec_session() {
+    let mut tg = TestGuard::load(Vec::new());
+    let cg = TestCgroup::new();
+    // No config: the kernel roots nothing by itself here, as for a container that started
+    // before the guard was loaded.
+    let (mut root, mut out) =
+        spawn_in_cgroup(&cg.leaf, Path::new("/bin/sh"), "sleep 30 & echo $!; wait");
+    let root_pid = read_pid(&mut out);
+    let child_pid = read_pid(&mut out);
+    assert!(tg.get().lineage().is_empty());
+
+    let added = ebpf_guard::backfill::claim_container(
+        tg.get(),
+        &cg.leaf,
+        cg.id(),
+        MODE_ENFORCE,
+        7,
+        Path::new("/proc"),
+    )
+    .expect("claim");
+    assert!(
+        added.is_some_and(|n| n >= 2),
+        "init and child claimed: {added:?}"
+    );
+    let lineage = tg.get().lineage();
+    assert_eq!(
+        lineage
+            .get(&root_pid)
+            .map(|e| (e.start_time, e.container_cg)),
+        Some((0, cg.id()))
+    );
+    assert!(lineage.contains_key(&child_pid));
+    let state = tg.get().containers()[&cg.id()];
+    assert_eq!(
+        (state.mode, state.flags & CONTAINER_ACTIVE, state.owner_tgid),
+        (MODE_ENFORCE, CONTAINER_ACTIVE, root_pid)
+    );
+    // Claiming again is a no-op: the container is known.
+    assert_eq!(
+        ebpf_guard::backfill::claim_container(
+            tg.get(),
+            &cg.leaf,
+            cg.id(),
+            MODE_ENFORCE,
+            7,
+            Path::new("/proc")
+        )
+        .expect("claim"),
+        None
+    );
+
+    // Exit cleanup removes backfilled entries too.
+    let _ = Command::new("kill").arg(child_pid.to_string()).status();
+    wait_until("backfilled child removed at exit", || {
+        !tg.get().lineage().contains_key(&child_pid)
+    });
+    kill(&mut root);
+}
+
+#[test]
 fn lineage_host_task_outside_kubepods_starts_no_lineage() {
     let mut tg = TestGuard::load(Vec::new());
     let dir = tempfile::tempdir().expect("tempdir");
