@@ -43,6 +43,8 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
 	echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 done
+# The kubelet creates the kubepods tree at start (systemd cgroup driver layout).
+mkdir -p /sys/fs/cgroup/kubepods.slice
 hostname vmtest-node
 exec </dev/console >/dev/console 2>&1
 

@@ -82,6 +82,27 @@ expect_err() {
 	return 1
 }
 
+# bench_ns KIND N [ARG]: runs `bench KIND N [ARG]` (KIND open|environ|forkexec) and prints
+# its ns_per_op only; status 1 (and prints the probe's ERR line) if it fails.
+bench_ns() {
+	_out=$(bench "$@" 2>&1)
+	case "$_out" in
+	"OK BENCH "*) echo "$_out" | sed -n 's/.*ns_per_op=\([0-9]*\).*/\1/p' ;;
+	*) echo "$_out"; return 1 ;;
+	esac
+}
+
+# expect_ratio_at_most CHECK VALUE BASELINE MAX: PASS if VALUE / BASELINE <= MAX (decimals ok).
+expect_ratio_at_most() {
+	_ratio=$(awk -v a="$2" -v b="$3" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "inf" }')
+	if awk -v r="$_ratio" -v m="$4" 'BEGIN { exit !(r != "inf" && r + 0 <= m + 0) }'; then
+		result "$1" PASS "ratio=$_ratio max=$4 ($2 vs $3)"
+		return 0
+	fi
+	result "$1" FAIL "ratio=$_ratio max=$4 ($2 vs $3)"
+	return 1
+}
+
 # wait_for SECONDS CMD...: retries CMD every 0.1 s until it succeeds; returns 1 on timeout.
 wait_for() {
 	_deadline=$(($1 * 10))
@@ -107,11 +128,14 @@ canary_new() {
 
 _hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
-# pod_start NAME [KEY=VALUE]... CMD [ARGS...]: starts a simulated pod, kubelet/containerd style:
+# pod_start NAME [KEY=VALUE]... CMD [ARGS...]: starts a simulated pod, kubelet/containerd style
+# (with POD_GUARD_MODE=enforce|audit set, writes it to guard-mode next to the pod's vault-env;
+# with POD_INIT_SECONDS=S, waits S seconds between preparing the volumes and starting CMD):
 #   /var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~empty-dir/vault-env/    (tmpfs, holds a
 #       copy of vault-env; mounted at /vault in the container)
 #   /var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~projected/kube-api-access-x/token
-#       (tmpfs; mounted read-only at /var/run/secrets/kubernetes.io/serviceaccount)
+#       (tmpfs, token -> ..data/token -> ..<timestamp>/token; mounted read-only at
+#       /var/run/secrets/kubernetes.io/serviceaccount)
 #   cgroup /sys/fs/cgroup/kubepods.slice/kubepods-pod<uid_>.slice/cri-containerd-<cid>.scope
 #   new pid, mount, uts and ipc namespaces; environment: PATH, HOSTNAME=NAME and the KEY=VALUEs.
 # The container's stdout and stderr go to /run/pods/NAME/log. Returns once the container's
@@ -137,9 +161,21 @@ pod_start() {
 	mount -t tmpfs -o size=64m tmpfs "$_ed"
 	mount -t tmpfs -o size=1m tmpfs "$_sa"
 	cp /opt/vault-env/vault-env "$_ed/vault-env"
+	# The injector's init container writes the pod's guard mode next to vault-env.
+	[ -n "${POD_GUARD_MODE:-}" ] && echo "$POD_GUARD_MODE" >"$_ed/guard-mode"
+	# The kubelet's atomic-writer layout: token -> ..data/token, ..data -> ..<timestamp>/.
 	# The token is a canary too: it must never reach the console.
-	canary_new >"$_sa/token"
-	chmod 0644 "$_sa/token"
+	_ts=..$(date +%Y_%m_%d_%H_%M_%S).$(_hex 4)
+	mkdir "$_sa/$_ts"
+	canary_new >"$_sa/$_ts/token"
+	echo default >"$_sa/$_ts/namespace"
+	echo "-----BEGIN CERTIFICATE-----" >"$_sa/$_ts/ca.crt"
+	chmod 0644 "$_sa/$_ts/token" "$_sa/$_ts/namespace" "$_sa/$_ts/ca.crt"
+	ln -s "$_ts" "$_sa/..data"
+	for _f in token namespace ca.crt; do ln -s "..data/$_f" "$_sa/$_f"; done
+	# Volumes are ready (the injector's init container is done); the app container starts after
+	# POD_INIT_SECONDS (default 0), the gap a kubelet leaves between the two.
+	[ "${POD_INIT_SECONDS:-0}" != 0 ] && sleep "$POD_INIT_SECONDS"
 	echo "$_uid" >"$_dir/uid"
 	echo "$_cid" >"$_dir/cid"
 	echo "$_cg" >"$_dir/cgroup"
@@ -164,6 +200,21 @@ pod_start_app() {
 		return 1
 	fi
 	return 0
+}
+
+# pod_rotate_token NAME: the kubelet's token rotation: a new ..<timestamp>/ directory with a new
+# token (a new inode), then ..data swapped atomically to it; the old directory is removed.
+pod_rotate_token() {
+	_sa=$(dirname "$(pod_token "$1")")
+	_old=$(readlink "$_sa/..data")
+	_ts=..$(date +%Y_%m_%d_%H_%M_%S).$(_hex 4)
+	mkdir "$_sa/$_ts"
+	canary_new >"$_sa/$_ts/token"
+	cp "$_sa/$_old/namespace" "$_sa/$_old/ca.crt" "$_sa/$_ts/"
+	chmod 0644 "$_sa/$_ts/token"
+	ln -s "$_ts" "$_sa/..data_tmp"
+	rename_path "$_sa/..data_tmp" "$_sa/..data" >/dev/null || return 1
+	rm -rf "${_sa:?}/$_old"
 }
 
 # pod_exec NAME [KEY=VALUE]... CMD [ARGS...]: runs CMD as a `kubectl exec` session: joins the

@@ -49,6 +49,20 @@ expect_ok exec_ptrace_seize pod_exec app ptrace_seize 1
 expect_ok exec_vm_readv pod_exec app vm_readv 1
 expect_ok exec_pidfd_getfd pod_exec app pidfd_getfd 1 1
 expect_ok exec_open_token pod_exec app open_file /var/run/secrets/kubernetes.io/serviceaccount/token
+# The token follows the kubelet's atomic-writer layout and survives a rotation (new inode).
+token=/var/run/secrets/kubernetes.io/serviceaccount/token
+inode_before=$(pod_exec app stat -L -c %i "$token")
+if pod_rotate_token app; then
+	inode_after=$(pod_exec app stat -L -c %i "$token")
+	if [ -n "$inode_after" ] && [ "$inode_after" != "$inode_before" ]; then
+		pass token_rotated "inode $inode_before -> $inode_after"
+	else
+		fail token_rotated "inode $inode_before -> $inode_after"
+	fi
+	expect_ok exec_open_rotated_token pod_exec app open_file "$token"
+else
+	fail token_rotated "pod_rotate_token failed"
+fi
 expect_eq exec_runs_vault_env "OK ran" pod_exec app exec_file /vault/vault-env /probes/echo_ok
 expect_ok node_read_environ read_environ "$host_pid" "$canary"
 
