@@ -620,3 +620,66 @@ async fn resolve_tls_unknown_ca_fails_skip_verify_succeeds() {
         ["/hello"]
     );
 }
+
+/// The captured review, image rewritten to the test registry, through the real HTTPS server
+/// wired with the registry resolver; then an unknown image on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_captured_review_patched_with_registry_entrypoint() {
+    use common::net::{SecretDir, TestServer, connect, default_client, test_settings};
+
+    let bed = Bed::start();
+    bed.private
+        .push_image(
+            "team/redis",
+            "7",
+            &TestImage::linux("amd64")
+                .entrypoint(["docker-entrypoint.sh"])
+                .cmd(["redis-server"]),
+        )
+        .unwrap();
+    let ca = strongroom_testbed::TestCa::new().unwrap();
+    let dir = SecretDir::new(&ca);
+    let server =
+        TestServer::start(bed.mutator(bed.resolver(bed.config())), test_settings(&dir)).await;
+    let mut conn = connect(server.addr, default_client(&[&ca])).await;
+
+    let mut review = common::fixture_json("pod-no-command");
+    let image = format!("{}/team/redis:7", bed.private.host());
+    review["request"]["object"]["spec"]["containers"][0]["image"] = json!(image);
+    let object = review["request"]["object"].clone();
+    let answer = conn.review(serde_json::to_vec(&review).unwrap()).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    let patched = common::apply(&object, &answer);
+    let pod = common::as_pod(&patched);
+    let container = &pod.spec.unwrap().containers[0];
+    let line: Vec<String> = container
+        .command
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(container.args.clone().unwrap_or_default())
+        .collect();
+    assert!(line[0].starts_with("/vault/"), "{line:?}");
+    assert_eq!(
+        line[1..],
+        strings(&["docker-entrypoint.sh", "redis-server"]),
+        "{line:?}"
+    );
+    // The pod's own pull secret (regcred, from the captured review) was read.
+    assert_eq!(
+        bed.api
+            .count_requests("GET", &format!("/api/v1/namespaces/{NS}/secrets/regcred")),
+        1
+    );
+
+    // An unknown image: answered on the same connection, the webhook keeps serving.
+    let missing = format!("{}/team/missing:1", bed.private.host());
+    review["request"]["object"]["spec"]["containers"][0]["image"] = json!(missing);
+    let answer = conn.review(serde_json::to_vec(&review).unwrap()).await;
+    let text = answer["response"].to_string();
+    assert!(
+        text.contains(&missing) && text.contains("not found"),
+        "{answer}"
+    );
+}
