@@ -67,6 +67,11 @@ pub const STRIPPED_VARIABLES: &[(&str, bool)] = &[
     ("VAULT_ENV_DAEMON", false),
     ("VAULT_ENV_FROM_PATH", false),
     ("VAULT_ENV_DELAY", false),
+    // Daemon-mode settings (project-owned names, see `daemon::Settings`).
+    ("VAULT_ENV_EXPIRY_POLICY", false),
+    ("VAULT_ENV_GRACE_PERIOD", false),
+    ("VAULT_ENV_RENEW_FRACTION", false),
+    ("VAULT_ENV_REVOKE_ON_EXIT", false),
 ];
 
 /// A configuration value that could not be accepted.
@@ -211,6 +216,8 @@ pub struct Config {
     pub from_path: Vec<ReadKey>,
     /// `VAULT_ENV_DAEMON`.
     pub daemon: bool,
+    /// Daemon-mode settings (`VAULT_ENV_EXPIRY_POLICY`, `VAULT_ENV_GRACE_PERIOD`, …).
+    pub daemon_settings: crate::daemon::Settings,
     /// `VAULT_ENV_DELAY`: sleep before exec.
     pub delay: Duration,
     /// `VAULT_REVOKE_TOKEN`: revoke the token before exec.
@@ -448,6 +455,7 @@ impl Vars {
             passthrough,
             from_path,
             daemon: self.bool("VAULT_ENV_DAEMON")?,
+            daemon_settings: crate::daemon::Settings::parse(|name| self.get(name))?,
             delay: self.duration("VAULT_ENV_DELAY", Duration::ZERO)?,
             revoke_token: self.bool("VAULT_REVOKE_TOKEN")?,
             transit_key_id: self.get("VAULT_TRANSIT_KEY_ID")?.map(str::to_owned),

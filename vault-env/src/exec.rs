@@ -145,7 +145,8 @@ impl EnvBlock {
         self.entries.is_empty()
     }
 
-    fn as_cstrs(&self) -> Vec<&CStr> {
+    /// The entries as `envp` strings (also for daemon mode's spawn).
+    pub(crate) fn as_cstrs(&self) -> Vec<&CStr> {
         self.entries
             .iter()
             .filter_map(|entry| CStr::from_bytes_with_nul(entry).ok())

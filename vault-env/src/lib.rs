@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod copy_self;
+pub mod daemon;
 pub mod exec;
 pub mod hygiene;
 pub mod reference;

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use vault_env::config::{Config, LogConfig};
 use vault_env::exec::{EnvBlock, ExecError};
-use vault_env::{auth, client, copy_self, exec, hygiene, resolve};
+use vault_env::{auth, client, copy_self, daemon, exec, hygiene, resolve};
 
 fn main() -> ExitCode {
     // Before any secret exists: no core dumps, no same-uid ptrace or /proc/self/mem reads.
@@ -63,12 +63,13 @@ fn run(args: Vec<OsString>) -> Result<Infallible> {
         return Err(ExecError::NoCommand.into());
     };
     let config = Config::from_env().context("invalid configuration")?;
-    if config.daemon {
-        bail!(
-            "VAULT_ENV_DAEMON=true: daemon mode is not available in this build; unset it to exec the app directly"
-        );
-    }
     let program = exec::find_program(command, std::env::var_os("PATH").as_deref())?;
+    if config.daemon {
+        // Daemon mode: vault-env stays as the app's parent; its exit code is the app's.
+        let code = daemon::run(&config, &program, &args, std::env::vars_os().collect())?;
+        // Every secret of the daemon was dropped inside `daemon::run`.
+        std::process::exit(i32::from(code));
+    }
 
     let environ: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     // Every value is parsed before the first request: a malformed reference costs no login.

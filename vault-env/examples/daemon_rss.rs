@@ -1,0 +1,146 @@
+//! Measures the resident memory of vault-env in daemon mode renewing ten database leases
+//! for 60 s, against real OpenBao and PostgreSQL (the figure the daemon-mode issue asks for).
+//!
+//! ```text
+//! cargo build --release -p vault-env --bin vault-env
+//! cargo run --release -p vault-env --example daemon_rss [-- /path/to/vault-env [SECONDS]]
+//! ```
+//!
+//! Without a path, the `vault-env` next to the example's directory is used (the binary of
+//! the same profile). Prints one sample per 5 s and a JSON summary; exits non-zero when the
+//! peak is 8 MiB or more, or when RSS grew over the second half of the run.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use strongroom_testbed::{OpenBao, Postgres};
+
+const LEASES: usize = 10;
+const LIMIT_KIB: u64 = 8 * 1024;
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let binary = match args.next() {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|examples| examples.parent())
+            .context("no target dir")?
+            .join("vault-env"),
+    };
+    let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(60);
+    if !binary.exists() {
+        bail!("{} not found: build it first", binary.display());
+    }
+
+    let pg = Postgres::start()?;
+    let bao = OpenBao::start()?;
+    bao.enable_database(
+        &pg,
+        "app",
+        Duration::from_secs(4),
+        Duration::from_secs(3600),
+    )?;
+    let role = bao.api("GET", "database/roles/app", None)?["data"].clone();
+    let dir = tempfile::tempdir()?;
+    let jwt = dir.path().join("jwt");
+    std::fs::write(&jwt, bao.issuer().issue("demo", "app-sa")?)?;
+
+    let mut command = Command::new(&binary);
+    command
+        .arg("/bin/sleep")
+        .arg("3600")
+        .env_clear()
+        .envs(bao.client_env())
+        .env("VAULT_AUTH_METHOD", "kubernetes")
+        .env("VAULT_PATH", "kubernetes")
+        .env("VAULT_ROLE", "default")
+        .env("VAULT_JWT_FILE", &jwt)
+        .env("VAULT_ENV_DAEMON", "true")
+        .env("VAULT_LOG_LEVEL", "warn")
+        .stdin(Stdio::null());
+    for i in 0..LEASES {
+        bao.api(
+            "POST",
+            &format!("database/roles/app{i}"),
+            Some(role.clone()),
+        )?;
+        command.env(
+            format!("DB_USER_{i}"),
+            format!("vault:database/creds/app{i}#username"),
+        );
+    }
+    let mut child = command.spawn().context("start vault-env")?;
+    let pid = child.id();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let step = Duration::from_secs(5);
+    let mut next = started + step;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        next += step;
+        if let Some(status) = child.try_wait()? {
+            bail!("vault-env exited early: {status}");
+        }
+        let rss = rss_kib(pid)?;
+        let at = started.elapsed().as_secs();
+        println!("t={at:>3}s rss={rss} KiB");
+        samples.push((at, rss));
+    }
+    let renewals = bao.audit_request_count("sys/leases/renew")?;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+
+    let peak = samples.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    let half = seconds / 2;
+    let at_half = samples
+        .iter()
+        .find(|(t, _)| *t >= half)
+        .map(|(_, r)| *r)
+        .unwrap_or(0);
+    let last_half_max = samples
+        .iter()
+        .filter(|(t, _)| *t >= half)
+        .map(|(_, r)| *r)
+        .max()
+        .unwrap_or(0);
+    let summary = json!({
+        "binary": binary.display().to_string(),
+        "leases": LEASES,
+        "seconds": seconds,
+        "renewals": renewals,
+        "peak_rss_kib": peak,
+        "rss_at_half_kib": at_half,
+        "last_half_max_rss_kib": last_half_max,
+        "samples": samples,
+    });
+    println!("{summary}");
+    if renewals < LEASES * (seconds as usize) / 4 {
+        bail!("too few renewals ({renewals}): the measurement did not exercise renewal");
+    }
+    if peak >= LIMIT_KIB {
+        bail!("peak RSS {peak} KiB is not under {LIMIT_KIB} KiB");
+    }
+    if last_half_max > at_half {
+        bail!(
+            "RSS grew over the last {} s: {at_half} -> {last_half_max} KiB",
+            seconds - half
+        );
+    }
+    Ok(())
+}
