@@ -113,6 +113,7 @@ pub struct Registry {
     password: Option<String>,
     log_path: PathBuf,
     client: reqwest::Client,
+    token_server: Option<TokenServer>,
     _dir: tempfile::TempDir,
 }
 
@@ -128,15 +129,24 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Starts a registry with TLS and htpasswd auth (user [`REGISTRY_USER`], random password).
     pub fn start() -> Result<Self> {
-        Self::launch(true)
+        Self::launch(Auth::Htpasswd)
     }
 
     /// Starts a registry with TLS and anonymous read/write access.
     pub fn start_anonymous() -> Result<Self> {
-        Self::launch(false)
+        Self::launch(Auth::None)
     }
 
-    fn launch(auth: bool) -> Result<Self> {
+    /// Starts a registry with TLS and token auth (the Docker Hub scheme): requests without a
+    /// token get `401` with a `Bearer realm=…` challenge pointing at an in-process HTTPS token
+    /// server, which issues ES256 JWTs (`x5c` signed, as the registry verifies them) for user
+    /// [`REGISTRY_USER`] and [`Registry::password`], and pull-less tokens anonymously.
+    pub fn start_token_auth() -> Result<Self> {
+        Self::launch(Auth::Token)
+    }
+
+    fn launch(mode: Auth) -> Result<Self> {
+        let auth = mode != Auth::None;
         let dir = crate::tempdir::create("registry")?;
         let ca = TestCa::new()?;
         let cert = dir.path().join("server.pem");
@@ -163,6 +173,15 @@ impl Registry {
             }
             std::fs::write(&htpasswd, &out.stdout).map_err(Error::fs("write", &htpasswd))?;
         }
+        let token_server = match (&mode, &password) {
+            (Auth::Token, Some(password)) => Some(TokenServer::start(&ca, password)?),
+            _ => None,
+        };
+        let token_bundle = dir.path().join("token-signer.pem");
+        if let Some(server) = &token_server {
+            std::fs::write(&token_bundle, &server.signer_cert_pem)
+                .map_err(Error::fs("write", &token_bundle))?;
+        }
         let data = dir.path().join("data");
         let config_path = dir.path().join("config.yml");
         let log_path = dir.path().join("registry.log");
@@ -177,13 +196,18 @@ impl Registry {
 
         for _attempt in 0..5 {
             let port = free_port()?;
-            let auth_yaml = if auth {
-                format!(
+            let auth_yaml = match (&mode, &token_server) {
+                (Auth::Token, Some(server)) => format!(
+                    "auth:\n  token:\n    realm: https://{}/token\n    service: {TOKEN_SERVICE}\n    \
+                     issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    server.addr,
+                    token_bundle.display()
+                ),
+                (Auth::Htpasswd, _) => format!(
                     "auth:\n  htpasswd:\n    realm: strongroom-testbed\n    path: {}\n",
                     htpasswd.display()
-                )
-            } else {
-                String::new()
+                ),
+                _ => String::new(),
             };
             let yaml = format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
@@ -220,6 +244,7 @@ impl Registry {
                         password,
                         log_path,
                         client,
+                        token_server,
                         _dir: dir,
                     });
                 }
@@ -377,12 +402,23 @@ impl Registry {
         Ok((digest, bytes))
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: reqwest::Method, url: &str, repo: &str) -> reqwest::RequestBuilder {
         let request = self.client.request(method, url);
-        match &self.password {
-            Some(password) => request.basic_auth(REGISTRY_USER, Some(password)),
-            None => request,
+        match (&self.token_server, &self.password) {
+            (Some(server), _) => request.bearer_auth(server.signer.token(
+                REGISTRY_USER,
+                &[(repo.to_owned(), vec!["pull".to_owned(), "push".to_owned()])],
+            )),
+            (None, Some(password)) => request.basic_auth(REGISTRY_USER, Some(password)),
+            (None, None) => request,
         }
+    }
+
+    /// Token requests the token server answered with a token (token auth only).
+    pub fn token_requests(&self) -> usize {
+        self.token_server
+            .as_ref()
+            .map_or(0, |s| s.issued.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn push_blob(&self, repo: &str, content: &[u8]) -> Result<()> {
@@ -390,7 +426,7 @@ impl Registry {
         let start_url = format!("https://{}/v2/{repo}/blobs/uploads/", self.host);
         block_on(async {
             let response = self
-                .request(reqwest::Method::POST, &start_url)
+                .request(reqwest::Method::POST, &start_url, repo)
                 .send()
                 .await
                 .map_err(http_error("POST", &start_url))?;
@@ -412,7 +448,7 @@ impl Registry {
             let sep = if base.contains('?') { '&' } else { '?' };
             let put_url = format!("{base}{sep}digest={digest}");
             let response = self
-                .request(reqwest::Method::PUT, &put_url)
+                .request(reqwest::Method::PUT, &put_url, repo)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(content.to_vec())
                 .send()
@@ -433,7 +469,7 @@ impl Registry {
         let url = format!("https://{}/v2/{repo}/manifests/{reference}", self.host);
         block_on(async {
             let response = self
-                .request(reqwest::Method::PUT, &url)
+                .request(reqwest::Method::PUT, &url, repo)
                 .header(reqwest::header::CONTENT_TYPE, media_type)
                 .body(body.to_vec())
                 .send()
@@ -450,7 +486,7 @@ impl Registry {
         let url = format!("https://{}/v2/{repo}/manifests/{reference}", self.host);
         block_on(async {
             let response = self
-                .request(reqwest::Method::GET, &url)
+                .request(reqwest::Method::GET, &url, repo)
                 .header(
                     reqwest::header::ACCEPT,
                     format!("{OCI_MANIFEST}, {OCI_INDEX}"),
@@ -462,6 +498,264 @@ impl Registry {
             let bytes = response.bytes().await.map_err(http_error("GET", &url))?;
             Ok(bytes.to_vec())
         })
+    }
+}
+
+/// How a registry authenticates clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Auth {
+    None,
+    Htpasswd,
+    Token,
+}
+
+/// `service` of the token-auth registry (the JWT audience).
+pub const TOKEN_SERVICE: &str = "strongroom-testbed-registry";
+/// `iss` of the tokens the test token server issues.
+pub const TOKEN_ISSUER: &str = "strongroom-testbed-token-issuer";
+
+/// Signs registry tokens: ES256 with a self-signed certificate sent in `x5c`.
+struct TokenSigner {
+    key: ring::signature::EcdsaKeyPair,
+    cert_der_b64: String,
+    password: String,
+}
+
+impl TokenSigner {
+    /// A JWT for `subject` granting `access` (repository name, actions).
+    fn token(&self, subject: &str, access: &[(String, Vec<String>)]) -> String {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let now = crate::net::unix_now();
+        let header = json!({ "alg": "ES256", "typ": "JWT", "x5c": [self.cert_der_b64] });
+        let access: Vec<Value> = access
+            .iter()
+            .map(
+                |(name, actions)| json!({ "type": "repository", "name": name, "actions": actions }),
+            )
+            .collect();
+        let claims = json!({
+            "iss": TOKEN_ISSUER, "sub": subject, "aud": TOKEN_SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": random_hex(8),
+            "access": access,
+        });
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let rng = ring::rand::SystemRandom::new();
+        // Signing with a valid in-memory P-256 key only fails if the system RNG fails.
+        match self.key.sign(&rng, input.as_bytes()) {
+            Ok(sig) => format!("{input}.{}", b64(sig.as_ref())),
+            Err(_) => input,
+        }
+    }
+
+    /// The token endpoint: `GET /token?service=…&scope=repository:NAME:ACTIONS`.
+    fn answer(&self, authorization: Option<&str>, query: &str) -> (u16, String) {
+        let mut scopes = Vec::new();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key == "scope" {
+                let value = percent_decode(value);
+                let mut parts = value.splitn(3, ':');
+                if let (Some("repository"), Some(name), Some(actions)) =
+                    (parts.next(), parts.next(), parts.next())
+                {
+                    scopes.push((
+                        name.to_owned(),
+                        actions.split(',').map(str::to_owned).collect::<Vec<_>>(),
+                    ));
+                }
+            }
+        }
+        let subject = match authorization.and_then(|h| h.strip_prefix("Basic ")) {
+            None => None,
+            Some(encoded) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok());
+                match decoded.as_deref().and_then(|d| d.split_once(':')) {
+                    Some((user, pass)) if user == REGISTRY_USER && pass == self.password => {
+                        Some(user.to_owned())
+                    }
+                    _ => return (401, json!({ "details": "invalid credentials" }).to_string()),
+                }
+            }
+        };
+        // Anonymous callers get a token without access, as Docker Hub's token service does for
+        // private repositories; the registry then refuses it.
+        let granted: Vec<(String, Vec<String>)> = match &subject {
+            Some(_) => scopes,
+            None => Vec::new(),
+        };
+        let token = self.token(subject.as_deref().unwrap_or(""), &granted);
+        (
+            200,
+            json!({ "token": token, "access_token": token, "expires_in": 300 }).to_string(),
+        )
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The in-process HTTPS token service of a token-auth registry. Stops on drop.
+struct TokenServer {
+    addr: std::net::SocketAddr,
+    signer_cert_pem: String,
+    signer: std::sync::Arc<TokenSigner>,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl TokenServer {
+    fn start(ca: &TestCa, password: &str) -> Result<Self> {
+        let key_pair =
+            rcgen::KeyPair::generate().map_err(|e| Error::crypto("generate token key")(&e))?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| Error::crypto("token cert params")(&e))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "strongroom-testbed token signer");
+        let cert = params
+            .self_signed(&key_pair)
+            .map_err(|e| Error::crypto("self-sign token cert")(&e))?;
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key_pair.serialize_der(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|e| Error::crypto("load token key")(&e))?;
+        let signer = std::sync::Arc::new(TokenSigner {
+            key,
+            cert_der_b64: base64::engine::general_purpose::STANDARD.encode(cert.der()),
+            password: password.to_owned(),
+        });
+        let tls = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
+        let listener =
+            block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0))).map_err(|source| {
+                Error::Io {
+                    op: "bind token server",
+                    source,
+                }
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            op: "read token server address",
+            source,
+        })?;
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        crate::runtime::runtime().spawn(token_accept_loop(
+            listener,
+            tls,
+            std::sync::Arc::clone(&signer),
+            std::sync::Arc::clone(&issued),
+            rx,
+        ));
+        Ok(Self {
+            addr,
+            signer_cert_pem: cert.pem(),
+            signer,
+            issued,
+            shutdown,
+        })
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn token_accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    signer: std::sync::Arc<TokenSigner>,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((tcp, _)) = accepted else { continue };
+        let tls = tls.clone();
+        let signer = std::sync::Arc::clone(&signer);
+        let issued = std::sync::Arc::clone(&issued);
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = tls.accept(tcp).await else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let signer = std::sync::Arc::clone(&signer);
+                    let issued = std::sync::Arc::clone(&issued);
+                    async move {
+                        let authorization = req
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        let (status, body) = if req.uri().path() == "/token" {
+                            signer.answer(authorization, req.uri().query().unwrap_or(""))
+                        } else {
+                            (404, String::new())
+                        };
+                        if status == 200 {
+                            issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        let mut response = http::Response::new(Full::new(bytes::Bytes::from(body)));
+                        *response.status_mut() = http::StatusCode::from_u16(status)
+                            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = conn_shutdown.changed() => {}
+            }
+        });
     }
 }
 
@@ -504,7 +798,7 @@ fn wait_ready(
                 detail: format!("exited with {status}: {tail}"),
             }));
         }
-        // 200 (anonymous) or 401 (htpasswd) both mean the API is up.
+        // 200 (anonymous) or 401 (htpasswd, token) both mean the API is up.
         match block_on(async { client.get(&url).send().await.map(|r| r.status().as_u16()) }) {
             Ok(200 | 401) => return Ok(()),
             Ok(s) => last = format!("/v2/ answered {s}"),
@@ -593,6 +887,39 @@ mod tests {
             sha256_digest(b""),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn percent_decode_scope_value() {
+        assert_eq!(
+            percent_decode("repository%3Ateam%2Fapp%3Apull"),
+            "repository:team/app:pull"
+        );
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+    }
+
+    #[test]
+    fn registry_token_auth_push_and_pull_with_bearer() -> Result<()> {
+        let reg = Registry::start_token_auth()?;
+        let digest = reg.push_image("t/tok", "1", &TestImage::linux("amd64").cmd(["x"]))?;
+        assert_eq!(sha256_digest(&reg.fetch_manifest("t/tok", "1")?), digest);
+        // Without a token the registry challenges with the token realm.
+        let url = format!("https://{}/v2/t/tok/manifests/1", reg.host());
+        let challenge = block_on(async {
+            reg.client.get(&url).send().await.map(|r| {
+                r.headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+        })
+        .map_err(http_error("GET", &url))?
+        .unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer realm=\"https://127.0.0.1:"),
+            "{challenge}"
+        );
+        Ok(())
     }
 
     #[test]

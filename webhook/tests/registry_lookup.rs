@@ -683,3 +683,42 @@ async fn https_captured_review_patched_with_registry_entrypoint() {
         "{answer}"
     );
 }
+
+/// Token auth (the Docker Hub scheme): `Bearer` challenge, pull token from the realm with the
+/// pull secret's credentials, one token per lookup session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_token_auth_registry_bearer_token_with_pull_secret() {
+    let reg = Registry::start_token_auth().unwrap();
+    reg.push_image(
+        "team/tok",
+        "1",
+        &TestImage::linux("amd64").entrypoint(["/tok"]).cmd(["run"]),
+    )
+    .unwrap();
+    let api = FakeApiServer::start(ServiceAccountIssuer::new().unwrap().verifier()).unwrap();
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "hub", "namespace": NS},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": reg.docker_config_json().unwrap()},
+    }))
+    .unwrap();
+    let mut config = RegistryConfig::default();
+    config.tls.ca_bundle_pem = Some(reg.ca_pem().as_bytes().to_vec());
+    let source = KubeSecretSource::new(api.kube_client().unwrap());
+    let resolver = RegistryResolver::new(config, Arc::new(source)).unwrap();
+
+    let mut with_secret = lookup(&format!("{}/team/tok:1", reg.host()));
+    with_secret.image_pull_secrets = vec!["hub".to_owned()];
+    let got = resolver.resolve(&with_secret).await.unwrap();
+    assert_eq!(
+        (got.entrypoint, got.cmd),
+        (strings(&["/tok"]), strings(&["run"]))
+    );
+    assert_eq!(reg.token_requests(), 1, "one token for the whole lookup");
+
+    // Another namespace without a secret gets an access-less token and is refused.
+    let mut anonymous = lookup(&format!("{}/team/tok:1", reg.host()));
+    anonymous.namespace = "other".to_owned();
+    assert_fails_fast(&resolver, &anonymous, "denied access").await;
+}
