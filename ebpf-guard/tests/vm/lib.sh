@@ -191,10 +191,13 @@ pod_start() {
 	return 0
 }
 
-# pod_start_app NAME CANARY: pod_start NAME CANARY=CANARY /vault/vault-env /probes/canary_app,
+# pod_start_app NAME CANARY: pod_start NAME VAULT_ADDR=https://vault.vault.svc:8200 CANARY=CANARY
+# /vault/vault-env /probes/canary_app (as injected: the webhook sets VAULT_ADDR; with no vault:
+# references vault-env execs the app without contacting Vault),
 # then waits (30 s) until the app reports READY. Returns 1 (with a FAIL) if it does not.
 pod_start_app() {
-	pod_start "$1" "CANARY=$2" /vault/vault-env /probes/canary_app || return 1
+	pod_start "$1" VAULT_ADDR=https://vault.vault.svc:8200 "CANARY=$2" \
+		/vault/vault-env /probes/canary_app || return 1
 	if ! pod_wait_log "$1" "CANARY_APP READY" 30; then
 		fail "pod_start_app:$1" "app not ready: $(tail -c 300 "$VMTEST_PODS/$1/log")"
 		return 1

@@ -161,10 +161,16 @@ fn static_rust(layout: &Layout, package: &str, binary: &str) -> Result<PathBuf> 
     Ok(target_dir.join(TARGET).join("release").join(binary))
 }
 
-/// True if `vault-env CMD` with no `vault:` references in an empty environment runs CMD.
+/// The `VAULT_ADDR` simulated pods get (nothing listens there: no `vault:` references).
+const VAULT_ADDR: &str = "https://vault.vault.svc:8200";
+
+/// True if `vault-env CMD` with no `vault:` references in a pod-like environment runs CMD.
 fn execs_its_command(vault_env: &Path) -> bool {
     let Ok(mut child) = Command::new(vault_env)
         .env_clear()
+        // As in an injected pod: the webhook always sets VAULT_ADDR; with no `vault:`
+        // references vault-env must not contact it.
+        .env("VAULT_ADDR", VAULT_ADDR)
         .args(["/bin/sh", "-c", "echo vmtest-exec-ok"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -63,7 +63,8 @@ if pod_rotate_token app; then
 else
 	fail token_rotated "pod_rotate_token failed"
 fi
-expect_eq exec_runs_vault_env "OK ran" pod_exec app exec_file /vault/vault-env /probes/echo_ok
+expect exec_runs_vault_env "^OK ran$" pod_exec app VAULT_ADDR=https://vault.vault.svc:8200 \
+	exec_file /vault/vault-env /probes/echo_ok
 expect_ok node_read_environ read_environ "$host_pid" "$canary"
 
 # The workload is still healthy after being traced, and re-runs its checks on SIGUSR1.
