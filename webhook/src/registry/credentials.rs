@@ -492,6 +492,92 @@ mod tests {
         );
     }
 
+    /// Secrets and ServiceAccounts in memory, keyed by (namespace, name).
+    #[derive(Default)]
+    struct Objects {
+        secrets: BTreeMap<(String, String), Secret>,
+        accounts: BTreeMap<(String, String), ServiceAccount>,
+    }
+
+    impl SecretSource for Objects {
+        fn secret<'a>(&'a self, ns: &'a str, name: &'a str) -> SourceFuture<'a, Option<Secret>> {
+            let found = self.secrets.get(&(ns.to_owned(), name.to_owned())).cloned();
+            Box::pin(std::future::ready(Ok(found)))
+        }
+
+        fn service_account<'a>(
+            &'a self,
+            ns: &'a str,
+            name: &'a str,
+        ) -> SourceFuture<'a, Option<ServiceAccount>> {
+            let found = self
+                .accounts
+                .get(&(ns.to_owned(), name.to_owned()))
+                .cloned();
+            Box::pin(std::future::ready(Ok(found)))
+        }
+    }
+
+    fn pull_secret(registry: &str, user: &str) -> Secret {
+        secret(
+            DOCKER_CONFIG_JSON_TYPE,
+            ".dockerconfigjson",
+            serde_json::json!({"auths": {registry: {"username": user, "password": format!("pw-{user}")}}}),
+        )
+    }
+
+    fn account(secrets: &[&str]) -> ServiceAccount {
+        ServiceAccount {
+            image_pull_secrets: Some(
+                secrets
+                    .iter()
+                    .map(|n| k8s_openapi::api::core::v1::LocalObjectReference {
+                        name: (*n).to_owned(),
+                    })
+                    .collect(),
+            ),
+            ..ServiceAccount::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn collect_kubelet_order_then_defaults_matching_only() {
+        let reg = "registry.local:5000";
+        let mut objects = Objects::default();
+        let mut put = |ns: &str, name: &str, s: Secret| {
+            objects.secrets.insert((ns.to_owned(), name.to_owned()), s);
+        };
+        put("app", "pod-1", pull_secret(reg, "pod-1"));
+        put("app", "pod-2", pull_secret(reg, "pod-2"));
+        put("app", "other-registry", pull_secret("quay.io", "quay"));
+        put("app", "sa-1", pull_secret(reg, "sa-1"));
+        put("ops", "default", pull_secret(reg, "default"));
+        put("ops", "default-sa-1", pull_secret(reg, "default-sa-1"));
+        objects.accounts.insert(
+            ("app".into(), "app-sa".into()),
+            account(&["sa-1", "pod-1", "missing"]),
+        );
+        objects
+            .accounts
+            .insert(("ops".into(), "puller".into()), account(&["default-sa-1"]));
+        let lookup = ImageLookup {
+            image: format!("{reg}/team/app:1"),
+            namespace: "app".into(),
+            image_pull_secrets: vec!["pod-1".into(), "other-registry".into(), "pod-2".into()],
+            service_account: "app-sa".into(),
+            ..ImageLookup::default()
+        };
+        let defaults = DefaultPullSecrets {
+            secret: Some("default".into()),
+            namespace: Some("ops".into()),
+            service_account: Some("puller".into()),
+        };
+        let creds = collect(&objects, &lookup, &defaults, reg, "team/app").await;
+        let users: Vec<&str> = creds.iter().map(|c| c.username.as_str()).collect();
+        assert_eq!(users, ["pod-1", "pod-2", "sa-1", "default", "default-sa-1"]);
+        assert_eq!(creds[3].origin, "ops/default");
+    }
+
     #[test]
     fn key_matches_kubelet_rules() {
         let cases = [
