@@ -14,10 +14,9 @@
 //!   a `data` member (object or null) and a `metadata` object is a KV v2 answer and is
 //!   unwrapped to `data.data`; any other answer's `data` is taken as is (KV v1, dynamic
 //!   secrets). Bank-Vaults asks `sys/internal/ui/mounts/PATH` first, one more request per
-//!   path; the shape of the answer tells the same without it. A KV v1 secret that itself
-//!   has exactly the keys `data` and `metadata` would be mistaken for v2; such a secret
-//!   should be read with a template (`${.data}`) from a v1 path is the documented limit.
-//!   A version is sent as `?version=N`.
+//!   path; the shape of the answer tells the same without it. The one documented limit: a
+//!   KV v1 secret whose own keys include both `data` and `metadata` (an object) is read as
+//!   if it were v2. A version is sent as `?version=N`.
 //! - **Missing secrets.** "Missing" means: Vault answers 404 for the path, a KV v2 version
 //!   is deleted or destroyed (its `data.data` is null), or the key (or a key a template
 //!   reads) is absent. With `VAULT_IGNORE_MISSING_SECRETS=true` the variable using it is

@@ -410,6 +410,77 @@ fn bad_input_vault_down_retries_then_fails_without_starting_app() {
     assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
 }
 
+/// Forwards TCP connections from `listener` to `upstream` for at most `life`.
+fn forward(listener: std::net::TcpListener, upstream: String, life: Duration) {
+    use std::io::copy;
+    use std::net::{Shutdown, TcpStream};
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + life;
+        while Instant::now() < deadline {
+            let Ok((client, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            client.set_nonblocking(false).unwrap();
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut c_write) = (client.try_clone().unwrap(), client);
+            let (mut s_read, mut s_write) = (server.try_clone().unwrap(), server);
+            std::thread::spawn(move || {
+                let _ = copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = copy(&mut s_read, &mut c_write);
+                let _ = c_write.shutdown(Shutdown::Write);
+            });
+        }
+    });
+}
+
+#[test]
+fn vault_reachable_late_is_retried_until_it_answers() {
+    // Like a mesh proxy that starts after the app container: nothing listens at first.
+    let bed = Bed::start();
+    bed.bao
+        .write_kv2("late", json!({ "v": "worth-the-wait" }))
+        .unwrap();
+    let port = strongroom_testbed::free_port().unwrap();
+    let upstream = bed.bao.addr().trim_start_matches("http://").to_owned();
+    let env = with(
+        &bed.env(),
+        &[
+            ("VAULT_ADDR", &format!("http://127.0.0.1:{port}")),
+            ("VAULT_CLIENT_TIMEOUT", "8s"),
+            ("V", "vault:secret/data/late#v"),
+        ],
+    );
+    let child = Command::new(VAULT_ENV)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("VAULT_LOG_LEVEL", "debug")
+        .arg(TESTAPP)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    forward(listener, upstream, Duration::from_secs(20));
+    let run = Run {
+        output: child.wait_with_output().unwrap(),
+    };
+    assert_eq!(run.report().get("V"), Some("worth-the-wait"));
+    assert!(
+        run.stderr().contains("retrying Vault request"),
+        "{}",
+        run.stderr()
+    );
+}
+
 #[test]
 fn bad_input_login_to_unreachable_vault_fails_with_one_line() {
     let bed = Bed::start();
@@ -497,6 +568,34 @@ fn tls_with_cacert_works_and_without_it_fails() {
     );
     let line = run(&env, &[]).error_line();
     assert!(line.contains("auth/kubernetes/login"), "{line}");
+}
+
+#[test]
+fn namespace_header_logs_in_and_reads_inside_the_namespace() {
+    let bed = Bed::start();
+    bed.bao.create_namespace("team-a").unwrap();
+    bed.bao
+        .api_in(
+            "team-a",
+            "POST",
+            "secret/data/ns",
+            Some(json!({ "data": { "v": "in-namespace" } })),
+        )
+        .unwrap();
+    let env = with(
+        &bed.env(),
+        &[
+            ("VAULT_NAMESPACE", "team-a"),
+            ("V", "vault:secret/data/ns#v"),
+        ],
+    );
+    let report = run(&env, &[]).report();
+    assert_eq!(report.get("V"), Some("in-namespace"));
+    assert!(report.get("VAULT_NAMESPACE").is_none());
+    // Without the namespace the same reference names nothing.
+    let env = with(&bed.env(), &[("V", "vault:secret/data/ns#v")]);
+    let line = run(&env, &[]).error_line();
+    assert!(line.contains("no secret at this path"), "{line}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: static, stripped release binaries in `target/dist/`.
 //!
 //! Each binary of [`BINARIES`] is built with the `dist` profile (opt-level s, LTO, one codegen
-//! unit, panic=abort, stripped) for [`TARGET`] with `-C target-feature=+crt-static`, in its own
+//! unit, panic=abort, stripped) for [`TARGET`] with [`RUSTFLAGS`] (`+crt-static`), in its own
 //! target directory ([`build_dir`]) so that the static flags never invalidate the normal
 //! build cache. The copy in `target/dist/` is checked to be static (no ELF interpreter) and
 //! below its size budget. The webhook and the guard join the list with their issues.
@@ -15,6 +15,13 @@ use crate::workspace_root;
 
 /// The Rust target the static binaries are built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The flags of the static build. `getrandom_backend="linux_getrandom"` makes getrandom call
+/// the system call directly: its default asks `dlsym` for glibc's `getrandom`, which a static
+/// binary cannot answer, and then falls back to opening `/dev/urandom`, absent in a bare
+/// root (the chroot test caught exactly that).
+pub const RUSTFLAGS: &str =
+    "-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"";
 
 /// One binary that `dist` produces.
 pub struct Binary {
@@ -98,7 +105,7 @@ fn build(binary: &Binary) -> Result<PathBuf> {
         .arg("--target-dir")
         .arg(&dir)
         // Only this flag: the static build must not pick up flags meant for the host build.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("RUSTFLAGS", RUSTFLAGS)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .status()
