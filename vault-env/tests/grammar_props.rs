@@ -1,6 +1,7 @@
 //! Property tests for the reference grammar and templates: the parser is total, the cheap
 //! webhook check agrees with the full parse, valid references round-trip through text, and
-//! `b64enc`/`b64dec` are inverse. Case counts are modest so the suite stays fast in debug.
+//! `b64enc`/`b64dec` are inverse. Case counts are modest so the suite stays fast in debug;
+//! set `PROPTEST_CASES` for a longer run.
 
 use base64::Engine as _;
 use proptest::prelude::*;
@@ -65,11 +66,18 @@ fn fragment_string(max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(FRAGMENTS), 0..max).prop_map(|v| v.concat())
 }
 
+/// Modest case counts by default; `PROPTEST_CASES=N` (read by proptest's default config)
+/// runs every property N times for a longer fuzzing session.
 fn config(cases: u32) -> ProptestConfig {
+    let default = ProptestConfig::default();
     ProptestConfig {
-        cases,
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            default.cases
+        } else {
+            cases
+        },
         failure_persistence: None,
-        ..ProptestConfig::default()
+        ..default
     }
 }
 
