@@ -43,6 +43,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
 
+    if config.kube_events {
+        // Not built in yet: audit events go to stdout and metrics only. Said loudly so
+        // nobody mistakes the flag for a working Event sink.
+        tracing::warn!(
+            "--kube-events: Kubernetes Events are not implemented in this build; audit events go to stdout and /metrics only"
+        );
+    }
     let support = loader::probe_lsm(std::path::Path::new(loader::LSM_PATH));
     if support != LsmSupport::Usable {
         let message = support.message();

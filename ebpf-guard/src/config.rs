@@ -102,7 +102,8 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "GUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Also post a Kubernetes Event on the pod for each denial (needs in-cluster config).
+    /// Reserved: post a Kubernetes Event on the pod for each denial. Accepted for the chart's
+    /// contract; this build logs a warning and emits audit events on stdout only.
     #[arg(long, env = "GUARD_KUBE_EVENTS")]
     pub kube_events: bool,
     /// Cgroup v2 mount point (default: found in /proc/self/mountinfo).
