@@ -67,7 +67,8 @@
 //!    are rejected with [`ReferenceError::UnsupportedInline`] rather than left as text. A
 //!    `${vault:` that is never closed is [`ReferenceError::UnterminatedInline`] (Bank-Vaults
 //!    would pass the value through as text). Text between references is kept verbatim
-//!    (`${HOME}` in it stays literal).
+//!    (`${HOME}` in it stays literal). `${vault:a#b}}` is the reference `a#b` followed by the
+//!    text `}` (Bank-Vaults' regex would read the key `b}`).
 //! 6. **PATH** must be non-empty, not start or end with `/`, have no empty, `.` or `..`
 //!    segment, and contain no white space, control character, `?`, `%` or `\` (these would
 //!    change the request URL rather than name a secret).
@@ -250,14 +251,14 @@ pub enum ReferenceError {
         /// Which form (`a write reference` …).
         form: &'static str,
     },
-    /// The KEY is a template that does not parse.
-    #[error("reference {reference:?} has an invalid key template")]
+    /// The KEY is a template that does not parse. The template error is part of the message
+    /// (not a `source`), so a one-line denial or log line shows what is wrong.
+    #[error("reference {reference:?} has an invalid key template: {error}")]
     Template {
         /// The reference (shortened).
         reference: String,
         /// The template error.
-        #[source]
-        source: TemplateError,
+        error: TemplateError,
     },
 }
 
@@ -549,10 +550,10 @@ fn scan_key(value: &str, s: &str, inline: bool) -> Result<usize, ReferenceError>
     Ok(bytes.len())
 }
 
-fn template_error(value: &str, source: TemplateError) -> ReferenceError {
+fn template_error(value: &str, error: TemplateError) -> ReferenceError {
     ReferenceError::Template {
         reference: shorten(value),
-        source,
+        error,
     }
 }
 
@@ -565,7 +566,7 @@ fn selector(value: &str, key: &str) -> Result<Selector, ReferenceError> {
     if key.contains("${") {
         Template::parse(key)
             .map(Selector::Template)
-            .map_err(|source| template_error(value, source))
+            .map_err(|error| template_error(value, error))
     } else {
         Ok(Selector::Key(key.to_owned()))
     }

@@ -186,6 +186,11 @@ fn parse_valid_forms_give_expected_ast() {
                 Segment::Ref(key("a", "b", None)),
             ]),
         ),
+        // The first `}` outside a template closes the reference.
+        (
+            "${vault:a#b}}",
+            EnvValue::Inline(vec![Segment::Ref(key("a", "b", None)), text("}")]),
+        ),
         ("hello", EnvValue::Plain),
         ("", EnvValue::Plain),
         ("my-vault:x#y", EnvValue::Plain),
@@ -388,7 +393,7 @@ fn parse_invalid_values_give_specific_errors() {
             matches!(
                 e,
                 ReferenceError::Template {
-                    source: TemplateError::UnterminatedAction { .. },
+                    error: TemplateError::UnterminatedAction { .. },
                     ..
                 }
             )
@@ -397,7 +402,7 @@ fn parse_invalid_values_give_specific_errors() {
             matches!(
                 e,
                 ReferenceError::Template {
-                    source: TemplateError::UnterminatedString { .. },
+                    error: TemplateError::UnterminatedString { .. },
                     ..
                 }
             )
@@ -405,7 +410,7 @@ fn parse_invalid_values_give_specific_errors() {
         ("vault:p#${.a | nosuchfunc}", |e| {
             matches!(
                 e,
-                ReferenceError::Template { source: TemplateError::UnknownFunction { name }, .. }
+                ReferenceError::Template { error: TemplateError::UnknownFunction { name }, .. }
                     if name == "nosuchfunc"
             )
         }),
@@ -413,7 +418,7 @@ fn parse_invalid_values_give_specific_errors() {
             matches!(
                 e,
                 ReferenceError::Template {
-                    source: TemplateError::UnsupportedAction { .. },
+                    error: TemplateError::UnsupportedAction { .. },
                     ..
                 }
             )
@@ -422,7 +427,7 @@ fn parse_invalid_values_give_specific_errors() {
             matches!(
                 e,
                 ReferenceError::Template {
-                    source: TemplateError::Arity { .. },
+                    error: TemplateError::Arity { .. },
                     ..
                 }
             )
@@ -533,7 +538,10 @@ fn error_messages_are_lower_case_and_name_the_problem() {
         (">>vault:p#k#[]", "body is not a JSON object"),
         ("vault:v1:", "ciphertext"),
         ("${vault:login}", "not supported inside"),
-        ("vault:p#${.a | nope}", "invalid key template"),
+        (
+            "vault:p#${.a | nope}",
+            "invalid key template: unknown template function `nope`",
+        ),
     ];
     for (value, needle) in cases {
         let msg = parse(value).map(|_| ()).expect_err(value).to_string();
