@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon_support::{Daemon, status_kib};
+use daemon_support::{Daemon, login_accessors, status_kib};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use strongroom_testbed::Postgres;
@@ -85,37 +85,6 @@ impl DbBed {
 
     fn lease_ttl(&self, id: &str) -> Option<Value> {
         self.bed.bao.lease_lookup(id).unwrap()
-    }
-
-    /// Non-root token accessors (vault-env's logins).
-    fn login_accessors(&self) -> Vec<String> {
-        let list = self
-            .bed
-            .bao
-            .api("LIST", "auth/token/accessors", None)
-            .unwrap();
-        list["data"]["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_owned())
-            .filter(|accessor| {
-                let info = self
-                    .bed
-                    .bao
-                    .api(
-                        "POST",
-                        "auth/token/lookup-accessor",
-                        Some(serde_json::json!({ "accessor": accessor })),
-                    )
-                    .unwrap();
-                !info["data"]["policies"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|p| p == "root")
-            })
-            .collect()
     }
 }
 
@@ -343,12 +312,12 @@ fn daemon_revoke_on_exit_removes_lease_and_token() {
     });
     let lease = db.wait_lease();
     assert!(db.lease_ttl(&lease).is_some());
-    assert_eq!(db.login_accessors().len(), 1, "vault-env's token");
+    assert_eq!(login_accessors(&db.bed.bao).len(), 1, "vault-env's token");
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(10)).success());
     assert!(db.lease_ttl(&lease).is_none(), "lease survived");
     assert!(db.leases("app").is_empty());
-    assert!(db.login_accessors().is_empty(), "token survived");
+    assert!(login_accessors(&db.bed.bao).is_empty(), "token survived");
     let user = daemon.starts()[0].2.clone();
     let role = db
         .pg

@@ -219,13 +219,13 @@ async fn daemon(
         config.client.timeout,
     );
     let (event_tx, event_rx) = mpsc::channel(1);
-    let (command_tx, command_rx) = mpsc::channel(1);
+    let (command_tx, command_rx) = mpsc::channel(4);
     let keeper = Keeper {
         config,
         environ,
         settings,
         renewer,
-        retired_leases: Vec::new(),
+        retired: Vec::new(),
     };
     let supervisor = Supervisor {
         program,
@@ -271,6 +271,8 @@ enum Event {
 
 /// From the supervisor to the secret keeper.
 enum Command {
+    /// The app that used the previous login is gone (restart policy).
+    Restarted,
     /// The app is gone for good: revoke if configured, then acknowledge.
     Shutdown(oneshot::Sender<()>),
 }
@@ -281,8 +283,9 @@ struct Keeper<'a> {
     environ: Vec<(OsString, OsString)>,
     settings: Settings,
     renewer: Renewer,
-    /// Leases of earlier logins (restart policy), revoked with the rest on exit.
-    retired_leases: Vec<String>,
+    /// Earlier logins (restart policy): their token and lease ids, revoked (when
+    /// configured) once the app that used them is gone.
+    retired: Vec<(Option<VaultToken>, Vec<String>)>,
 }
 
 impl Keeper<'_> {
@@ -307,13 +310,15 @@ impl Keeper<'_> {
                 }
             };
             match command {
+                Some(Command::Restarted) => self.revoke_retired().await,
                 Some(Command::Shutdown(done)) => {
-                    if self.settings.revoke_on_exit || self.config.revoke_token {
+                    if self.revoking() {
                         // Bounded: a Vault that is down must not keep the pod from ending.
                         let budget = self.config.client.timeout.saturating_mul(2);
-                        let revoke = self
-                            .renewer
-                            .revoke(&self.retired_leases, self.config.revoke_token);
+                        let revoke = async {
+                            self.revoke_retired().await;
+                            self.renewer.revoke(self.config.revoke_token).await;
+                        };
                         if tokio::time::timeout(budget, revoke).await.is_err() {
                             tracing::warn!(
                                 "revocation did not finish in time; leaving the rest to their TTL"
@@ -324,6 +329,31 @@ impl Keeper<'_> {
                     return;
                 }
                 None => return,
+            }
+        }
+    }
+
+    /// Whether leases and tokens are revoked when their app is gone.
+    fn revoking(&self) -> bool {
+        self.settings.revoke_on_exit || self.config.revoke_token
+    }
+
+    /// Revokes (when configured) and forgets the logins of earlier apps; their tokens are
+    /// wiped as they are dropped.
+    async fn revoke_retired(&mut self) {
+        let retired = std::mem::take(&mut self.retired);
+        if !self.revoking() {
+            return;
+        }
+        for (token, leases) in &retired {
+            if let Some(token) = token {
+                renew::revoke(
+                    self.renewer.transport(),
+                    token,
+                    leases,
+                    self.config.revoke_token,
+                )
+                .await;
             }
         }
     }
@@ -355,9 +385,8 @@ impl Keeper<'_> {
             match outcome {
                 Ok((token, leases, env)) => {
                     let (old_token, old_leases) = self.renewer.replace(token, &leases);
-                    self.retired_leases.extend(old_leases);
-                    // The old token is wiped here; its leases die with their max TTL.
-                    drop(old_token);
+                    // Kept (and revoked, when configured) until the old app is gone.
+                    self.retired.push((old_token, old_leases));
                     tracing::info!(leases = leases.len(), "restart: fresh secrets read");
                     return Event::Restart(env);
                 }
@@ -428,6 +457,9 @@ impl Supervisor<'_> {
                                     Ok(pid) => {
                                         tracing::info!(pid = pid.as_raw(), previous_status = code, "restart: app started with fresh secrets");
                                         self.child = pid;
+                                        // The old app is gone: its login may be revoked. A full
+                                        // queue only defers that to the shutdown.
+                                        let _ = commands.try_send(Command::Restarted);
                                     }
                                     Err(error) => {
                                         tracing::error!(error = %format!("{:#}", anyhow::Error::new(error)), "restart: cannot start the app again");

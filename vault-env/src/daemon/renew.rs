@@ -57,6 +57,8 @@ struct Tracked {
     due: Instant,
     /// Renewal is over; `due` is when the policy fires.
     is_final: bool,
+    /// Why renewal is over (once final), for the log.
+    end_reason: &'static str,
     /// Renewal attempts Vault did not answer, in a row.
     failures: u32,
 }
@@ -190,6 +192,7 @@ impl Renewer {
             expires_at,
             due,
             is_final,
+            end_reason: "not renewable",
             failures: 0,
         }
     }
@@ -258,14 +261,9 @@ impl Renewer {
             .items
             .iter()
             .find(|item| item.is_final && item.due <= now)?;
-        let reason = if item.expires_at <= now {
-            "expired"
-        } else {
-            "cannot be renewed any further"
-        };
         let expiry = Expiry {
             subject: item.subject.label(),
-            reason,
+            reason: item.end_reason,
         };
         self.expired = true;
         Some(expiry)
@@ -290,6 +288,7 @@ impl Renewer {
                     tracing::info!(subject = %label, ttl_s = grant.ttl.as_secs(), "renewed");
                 } else {
                     next.is_final = true;
+                    next.end_reason = "max TTL reached";
                     next.due = super::policy::fire_at(now, next.expires_at, grace, fraction);
                     tracing::info!(
                         subject = %label,
@@ -300,6 +299,16 @@ impl Renewer {
             }
             Err(Failure::Refused(error)) => {
                 next.is_final = true;
+                // OpenBao may grant a full TTL one renewal before the max and only then
+                // refuse with "past the max TTL".
+                next.end_reason = match &error {
+                    ClientError::Status { errors, .. }
+                        if errors.iter().any(|e| e.contains("max TTL")) =>
+                    {
+                        "max TTL reached"
+                    }
+                    _ => "renewal refused",
+                };
                 next.expires_at = now;
                 next.due = now;
                 tracing::warn!(
@@ -313,6 +322,7 @@ impl Renewer {
                 let remaining = next.expires_at.saturating_duration_since(now);
                 if remaining.is_zero() {
                     next.is_final = true;
+                    next.end_reason = "expired while Vault was unreachable";
                     next.due = now;
                     tracing::warn!(subject = %label, %error, "Vault did not answer before the end of the TTL");
                 } else {
@@ -397,48 +407,63 @@ impl Renewer {
         })
     }
 
-    /// Revokes every lease still tracked plus `extra_leases`, then the token when
-    /// `revoke_token` says so (only tokens vault-env logged in for are revoked unless asked).
-    pub async fn revoke(&mut self, extra_leases: &[String], revoke_token: bool) {
-        let mut ids = self.lease_ids();
-        ids.extend(extra_leases.iter().cloned());
-        let Some(token) = &self.token else {
-            return;
-        };
-        let transport = &self.transport;
-        let revocations = ids.iter().map(|id| async move {
-            let body = serde_json::json!({ "lease_id": id }).to_string();
-            let result = transport
-                .send(Request {
-                    operation: "revoke a lease",
-                    method: Method::Post,
-                    path: "sys/leases/revoke",
-                    query: &[],
-                    token: Some(&token.secret),
-                    body: Some(body.as_bytes()),
-                })
-                .await;
-            match result {
-                Ok(_) => tracing::info!(lease = %short_lease_id(id), "revoked the lease"),
-                Err(error) => tracing::warn!(
-                    lease = %short_lease_id(id),
-                    error = %format!("{:#}", anyhow::Error::new(error)),
-                    "failed to revoke the lease"
-                ),
-            }
-        });
-        futures::future::join_all(revocations).await;
-        if revoke_token || token.from_login {
-            match crate::auth::revoke(transport, &token.secret).await {
-                Ok(()) => tracing::info!("revoked the Vault token"),
-                Err(error) => tracing::warn!(
-                    error = %format!("{:#}", anyhow::Error::new(error)),
-                    "failed to revoke the Vault token"
-                ),
-            }
+    /// Revokes every lease still tracked, then the token (see [`revoke`]); nothing is
+    /// scheduled afterwards.
+    pub async fn revoke(&mut self, revoke_token: bool) {
+        let ids = self.lease_ids();
+        if let Some(token) = &self.token {
+            revoke(&self.transport, token, &ids, revoke_token).await;
         }
         self.items.clear();
         self.expired = true;
+    }
+
+    /// The transport, for revoking what earlier logins left.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+}
+
+/// Revokes `leases` (`sys/leases/revoke`, concurrently), then `token` itself
+/// (`auth/token/revoke-self`) when vault-env logged in for it or `revoke_token` asks for it
+/// (a token handed in by `VAULT_TOKEN`/`VAULT_TOKEN_FILE` may belong to someone else).
+/// Failures are logged and otherwise ignored: the TTLs end the rest.
+pub async fn revoke(
+    transport: &Transport,
+    token: &VaultToken,
+    leases: &[String],
+    revoke_token: bool,
+) {
+    let revocations = leases.iter().map(|id| async move {
+        let body = serde_json::json!({ "lease_id": id }).to_string();
+        let result = transport
+            .send(Request {
+                operation: "revoke a lease",
+                method: Method::Post,
+                path: "sys/leases/revoke",
+                query: &[],
+                token: Some(&token.secret),
+                body: Some(body.as_bytes()),
+            })
+            .await;
+        match result {
+            Ok(_) => tracing::info!(lease = %short_lease_id(id), "revoked the lease"),
+            Err(error) => tracing::warn!(
+                lease = %short_lease_id(id),
+                error = %format!("{:#}", anyhow::Error::new(error)),
+                "failed to revoke the lease"
+            ),
+        }
+    });
+    futures::future::join_all(revocations).await;
+    if revoke_token || token.from_login {
+        match crate::auth::revoke(transport, &token.secret).await {
+            Ok(()) => tracing::info!("revoked the Vault token"),
+            Err(error) => tracing::warn!(
+                error = %format!("{:#}", anyhow::Error::new(error)),
+                "failed to revoke the Vault token"
+            ),
+        }
     }
 }
 
@@ -573,7 +598,7 @@ mod tests {
         r.apply(0, Err(Failure::Unanswered("down".into())), late);
         assert!(r.items[0].is_final);
         let expiry = r.final_due(late).unwrap();
-        assert_eq!(expiry.reason, "expired");
+        assert_eq!(expiry.reason, "expired while Vault was unreachable");
         assert_eq!(r.next_due(), None);
     }
 }

@@ -200,3 +200,29 @@ pub fn state_and_comm(pid: Pid) -> Option<(char, String)> {
     let state = stat[close + 1..].trim_start().chars().next()?;
     Some((state, comm))
 }
+
+/// Accessors of the live non-root tokens (vault-env's logins).
+pub fn login_accessors(bao: &strongroom_testbed::OpenBao) -> Vec<String> {
+    let list = bao.api("LIST", "auth/token/accessors", None).unwrap();
+    list["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .filter(|accessor| {
+            // A token revoked meanwhile no longer looks up: not live.
+            bao.api(
+                "POST",
+                "auth/token/lookup-accessor",
+                Some(serde_json::json!({ "accessor": accessor })),
+            )
+            .is_ok_and(|info| {
+                !info["data"]["policies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p == "root")
+            })
+        })
+        .collect()
+}
