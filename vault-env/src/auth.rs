@@ -94,6 +94,16 @@ impl std::fmt::Debug for VaultToken {
 
 /// Obtains a token as `auth` says: one login request at most.
 pub async fn obtain(transport: &Transport, auth: &AuthConfig) -> Result<VaultToken, AuthError> {
+    let token = obtain_unlocked(transport, auth).await?;
+    // The token lives as long as vault-env (a daemon's whole life): keep it out of swap.
+    crate::hygiene::lock(token.secret.expose_secret().as_bytes());
+    Ok(token)
+}
+
+async fn obtain_unlocked(
+    transport: &Transport,
+    auth: &AuthConfig,
+) -> Result<VaultToken, AuthError> {
     match auth {
         AuthConfig::Token(token) => Ok(VaultToken {
             secret: token.clone(),
