@@ -66,9 +66,11 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn cache_hit_lookup_is_fast_and_hits() {
-        let mean = cache_hit_lookup(2000).await.expect("hit path");
-        // The budget is 50 µs; debug builds on a loaded 2-core host still stay well below.
-        assert!(mean < Duration::from_micros(50), "mean cache hit {mean:?}");
+    async fn cache_hit_lookup_answers_without_registry() {
+        // The primed image's registry does not exist: any miss would fail the lookup, so an
+        // `Ok` proves every lookup was a hit. The 50 µs budget is checked by the release
+        // bench; this debug-build bound only catches a hit path gone pathological.
+        let mean = cache_hit_lookup(500).await.expect("hit path");
+        assert!(mean < Duration::from_millis(2), "mean cache hit {mean:?}");
     }
 }

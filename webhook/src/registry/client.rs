@@ -127,7 +127,7 @@ pub struct TlsSettings {
     pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Challenge {
     Anonymous,
     Basic,
@@ -323,7 +323,11 @@ impl RegistryClient {
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 // The registry's auth scheme may have changed (or differs per repository):
                 // learn the new challenge from this response and retry once.
-                if let Some(fresh) = parse_challenge(response.headers()) {
+                // Retrying under the same challenge cannot help: the credential (or the
+                // token just obtained with it) was refused.
+                if let Some(fresh) = parse_challenge(response.headers())
+                    && fresh != challenge
+                {
                     self.remember(host, fresh.clone());
                     challenge = fresh;
                     session.bearer = None;

@@ -386,6 +386,14 @@ impl RegistryResolver {
         })
     }
 
+    /// Builds the resolver reading pull secrets through the webhook's in-cluster client.
+    pub fn with_kube_client(
+        config: RegistryConfig,
+        client: kube::Client,
+    ) -> Result<Self, ConfigError> {
+        Self::new(config, Arc::new(credentials::KubeSecretSource::new(client)))
+    }
+
     /// The lookup's metrics, to register in the webhook's Prometheus registry.
     pub fn metrics(&self) -> &RegistryMetrics {
         &self.inner.metrics
@@ -606,8 +614,14 @@ impl Inner {
                 service_account: lookup.service_account.clone(),
             },
         ];
+        let reference = prepared.image.to_string();
         for scope in scopes {
-            match self.cache.get(&prepared.key(scope), now) {
+            let key = CacheKey {
+                reference: reference.clone(),
+                platforms: prepared.platforms.clone(),
+                scope,
+            };
+            match self.cache.get(&key, now) {
                 Some(Cached::Found {
                     entrypoint,
                     fetched,
