@@ -208,6 +208,40 @@ fn daemon_app_environment_equals_exec_mode() {
 }
 
 #[test]
+fn daemon_app_environ_bytes_equal_exec_mode() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    let (bed, value, env) = bed_with_secret();
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("environ");
+    let environ_of = |daemon: &str| {
+        let _ = std::fs::remove_file(&dump);
+        let status = Command::new(support::VAULT_ENV)
+            .arg(daemon_support::DAEMONAPP)
+            .arg("dump")
+            .arg(&dump)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            // A value that is not UTF-8 must pass through unchanged too.
+            .env("RAW", OsString::from_vec(b"\xff\xfe raw \x80".to_vec()))
+            .env("VAULT_ENV_DAEMON", daemon)
+            .status()
+            .unwrap();
+        assert!(status.success(), "VAULT_ENV_DAEMON={daemon}: {status:?}");
+        std::fs::read(&dump).unwrap()
+    };
+    let exec = environ_of("false");
+    let daemon = environ_of("true");
+    assert_eq!(daemon, exec);
+    let text = String::from_utf8_lossy(&exec);
+    assert!(text.contains(&format!("SECRET={value}\0")), "{text}");
+    assert!(!text.contains("VAULT_ADDR="), "{text}");
+    assert!(exec.windows(8).any(|w| w == b"\xff\xfe raw \x80"));
+    drop(bed);
+}
+
+#[test]
 fn daemon_proc_environ_and_mem_unreadable_by_same_uid() {
     let (bed, value, env) = bed_with_secret();
     // vault-env runs as nobody: give it a JWT it can read.

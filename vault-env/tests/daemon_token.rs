@@ -133,3 +133,57 @@ fn daemon_token_max_ttl_restart_policy_logs_in_again_with_current_secrets() {
         daemon.stderr_text()
     );
 }
+
+#[test]
+fn daemon_given_token_is_renewed_and_watched() {
+    let (bed, env) = short_token_bed("1h", "1h", "given");
+    let created = bed
+        .bao
+        .api(
+            "POST",
+            "auth/token/create",
+            Some(json!({
+                "policies": [POLICY],
+                "ttl": "2s",
+                "explicit_max_ttl": "5s",
+                "renewable": true,
+            })),
+        )
+        .unwrap();
+    let token = created["auth"]["client_token"].as_str().unwrap().to_owned();
+    let env = with(
+        &env,
+        &[
+            ("VAULT_TOKEN", token.as_str()),
+            ("VAULT_ENV_EXPIRY_POLICY", "exit"),
+            ("VAULT_ENV_GRACE_PERIOD", "1s"),
+        ],
+    );
+    let mut daemon = Daemon::start(&env, &["wait"]);
+    let status = daemon.wait_exit(Duration::from_secs(15));
+    let lifetime = daemon.started.elapsed();
+    let stderr = daemon.stderr_text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(daemon.starts()[0].2, "given");
+    // No login: the given token was looked up, renewed past its 2 s, and its end applied
+    // the policy.
+    assert_eq!(
+        bed.bao
+            .audit_request_count("auth/kubernetes/login")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        bed.bao
+            .audit_request_count("auth/token/lookup-self")
+            .unwrap(),
+        1
+    );
+    let renewals = bed
+        .bao
+        .audit_request_count("auth/token/renew-self")
+        .unwrap();
+    assert!(renewals >= 1, "{renewals} renewals\n{stderr}");
+    assert!(lifetime >= Duration::from_secs(3), "{lifetime:?}\n{stderr}");
+    assert!(!stderr.contains(&token), "token in the log");
+}

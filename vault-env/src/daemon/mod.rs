@@ -251,8 +251,15 @@ async fn login_and_fetch(
         tracing::info!("no vault: references; supervising the app without logging in");
         return Ok((None, Resolved::from_plan_without_vault(plan)));
     }
-    let token = crate::auth::obtain(transport, &config.auth).await?;
+    let mut token = crate::auth::obtain(transport, &config.auth).await?;
     crate::hygiene::lock(token.secret.expose_secret().as_bytes());
+    if !token.from_login
+        && let Some((ttl, renewable)) = renew::lookup_token(transport, &token).await
+    {
+        // A given token's end ends its leases too: keep it alive (or watch it) as well.
+        token.ttl = ttl;
+        token.renewable = renewable;
+    }
     let resolved = crate::resolve::fetch(transport, &token, config, plan).await?;
     if !resolved.dropped.is_empty() {
         tracing::warn!(variables = ?resolved.dropped, "variables left out (VAULT_IGNORE_MISSING_SECRETS)");

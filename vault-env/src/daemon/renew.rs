@@ -151,7 +151,6 @@ impl Renewer {
             })
             .collect();
         if let Some(token) = &token
-            && token.from_login
             && !token.ttl.is_zero()
         {
             let item = self.track(Subject::Token, token.ttl, token.renewable, now);
@@ -422,6 +421,38 @@ impl Renewer {
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
+}
+
+/// The TTL and renewability of a token vault-env did not log in for (`VAULT_TOKEN`,
+/// `VAULT_TOKEN_FILE`), from `auth/token/lookup-self`; `None` (and a warning) when Vault
+/// does not say. A token without a TTL (`ttl` 0) never expires.
+pub async fn lookup_token(transport: &Transport, token: &VaultToken) -> Option<(Duration, bool)> {
+    let answer = transport
+        .send(Request {
+            operation: "look up the token",
+            method: Method::Get,
+            path: "auth/token/lookup-self",
+            query: &[],
+            token: Some(&token.secret),
+            body: None,
+        })
+        .await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(
+                error = %format!("{:#}", anyhow::Error::new(error)),
+                "cannot look up the given token; it is not renewed"
+            );
+            return None;
+        }
+    };
+    // The answer repeats the token (`data.id`): parsed from the zeroizing buffer only.
+    let json = SecretJson::from_slice(&answer).ok()?;
+    let data = json.get("data")?;
+    let ttl = data.get("ttl")?.to_env_string().parse::<u64>().ok()?;
+    let renewable = matches!(data.get("renewable"), Some(SecretJson::Bool(true)));
+    Some((Duration::from_secs(ttl), renewable))
 }
 
 /// Revokes `leases` (`sys/leases/revoke`, concurrently), then `token` itself

@@ -9,6 +9,7 @@
 //!   to `127.0.0.1:$DB_PORT/$DB_NAME` with the injected `$DB_USER` and `$DB_PASS`.
 //!
 //! Modes (first argument): `wait` (only signals), `pg`, `exit CODE` (exit at once),
+//! `dump FILE` (copy `/proc/self/environ` to FILE and exit),
 //! `raise SIGNAL` (die of SIGNAL with its default action), `orphans N SECS` (start N
 //! `sleep SECS` grandchildren through a shell that exits at once, so they are orphaned,
 //! then wait).
@@ -104,6 +105,13 @@ fn main() -> ExitCode {
         Some("exit") => {
             let code = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
             return ExitCode::from(code);
+        }
+        Some("dump") => {
+            // The environment exactly as the kernel gave it, for byte comparisons.
+            let copied = args
+                .get(1)
+                .map(|out| std::fs::copy("/proc/self/environ", out));
+            return ExitCode::from(if matches!(copied, Some(Ok(_))) { 0 } else { 91 });
         }
         Some("raise") => {
             let signal = args
