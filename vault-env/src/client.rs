@@ -88,7 +88,11 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     /// Vault answered with a non-success status.
-    #[error("{operation} {path}: Vault answered {status}{}", format_vault_errors(.errors))]
+    #[error(
+        "{operation} {path}: Vault answered {status}{}{}",
+        format_vault_errors(.errors),
+        format_attempts(*.attempts)
+    )]
     Status {
         /// What was being done.
         operation: &'static str,
@@ -121,6 +125,14 @@ impl ClientError {
             Self::Status { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+fn format_attempts(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
     }
 }
 

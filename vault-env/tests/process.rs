@@ -352,6 +352,8 @@ fn bad_input_permission_denied_names_variable_and_reference() {
         &[&secret],
     );
     assert!(run.error_line().contains("403"), "{}", run.error_line());
+    // A 4xx answer is final: exactly one request, no retry.
+    assert_eq!(bed.bao.audit_request_count("private/db").unwrap(), 1);
 }
 
 #[test]
@@ -479,6 +481,58 @@ fn vault_reachable_late_is_retried_until_it_answers() {
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn sealed_vault_5xx_is_retried_then_fails() {
+    let bed = Bed::start();
+    bed.bao.api("PUT", "sys/seal", None).unwrap();
+    let env = with(
+        &bed.env(),
+        &[
+            ("VAULT_TOKEN", bed.bao.root_token()),
+            ("VAULT_CLIENT_TIMEOUT", "1500ms"),
+            ("SEALED", "vault:secret/data/s#k"),
+        ],
+    );
+    let run = run(&env, &[]);
+    let line = run.error_line();
+    assert!(line.contains("variable SEALED"), "{line}");
+    assert!(line.contains("503"), "{line}");
+    let attempts: u32 = line
+        .split("(after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no attempt count in {line}"));
+    assert!(attempts >= 2, "{line}");
+    assert_absent("stderr", &run.stderr(), &[bed.bao.root_token()]);
+}
+
+#[test]
+fn json_log_writes_json_lines_to_stderr() {
+    let bed = Bed::start();
+    bed.bao
+        .write_kv2("j", json!({ "v": "json-logged" }))
+        .unwrap();
+    let env = with(
+        &bed.env(),
+        &[
+            ("VAULT_JSON_LOG", "true"),
+            ("VAULT_LOG_LEVEL", "debug"),
+            ("V", "vault:secret/data/j#v"),
+        ],
+    );
+    let run = run(&env, &[]);
+    assert_eq!(run.report().get("V"), Some("json-logged"));
+    let stderr = run.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(event["level"].is_string(), "{line}");
+    }
+    assert_absent("stderr", &stderr, &["json-logged"]);
 }
 
 #[test]
