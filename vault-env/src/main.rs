@@ -1,6 +1,7 @@
 //! The `vault-env` binary: `vault-env CMD [ARGS...]` resolves the `vault:` references in its
 //! environment and execs `CMD`; `vault-env copy-self DIR` installs itself into `DIR`;
-//! `vault-env --version` prints its version.
+//! `vault-env --version` prints its version. With `VAULT_ENV_DAEMON=true` it starts `CMD` as
+//! a child instead and stays to renew secrets (`vault_env::daemon`), exiting with its status.
 //!
 //! Order of work: make the process non-dumpable, parse the whole configuration, find the
 //! command (before any secret is read, so a typo costs no Vault request), log in once,

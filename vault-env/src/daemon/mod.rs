@@ -518,3 +518,69 @@ impl Supervisor<'_> {
         code
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec![("VAULT_ADDR", "http://127.0.0.1:8200")];
+        all.extend_from_slice(vars);
+        Config::from_vars(all.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    #[test]
+    fn settings_default_is_bank_vaults_signal_policy() {
+        let settings = config(&[]).unwrap().daemon_settings;
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.expiry_policy, ExpiryPolicy::Signal);
+        assert_eq!(settings.grace_period, Duration::from_secs(10));
+        assert!((settings.renew_fraction - 2.0 / 3.0).abs() < 1e-9);
+        assert!(!settings.revoke_on_exit);
+    }
+
+    #[test]
+    fn settings_parse_every_variable() {
+        let settings = config(&[
+            ("VAULT_ENV_EXPIRY_POLICY", "restart"),
+            ("VAULT_ENV_GRACE_PERIOD", "1m30s"),
+            ("VAULT_ENV_RENEW_FRACTION", "0.5"),
+            ("VAULT_ENV_REVOKE_ON_EXIT", "true"),
+        ])
+        .unwrap()
+        .daemon_settings;
+        assert_eq!(
+            settings,
+            Settings {
+                renew_fraction: 0.5,
+                expiry_policy: ExpiryPolicy::Restart,
+                grace_period: Duration::from_secs(90),
+                revoke_on_exit: true,
+            }
+        );
+    }
+
+    #[test]
+    fn settings_bad_values_name_the_variable() {
+        for (name, value) in [
+            ("VAULT_ENV_EXPIRY_POLICY", "kill"),
+            ("VAULT_ENV_GRACE_PERIOD", "soon"),
+            ("VAULT_ENV_RENEW_FRACTION", "1.5"),
+            ("VAULT_ENV_RENEW_FRACTION", "0"),
+            ("VAULT_ENV_REVOKE_ON_EXIT", "yes"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.starts_with(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn settings_variables_are_stripped_from_the_app() {
+        let config = config(&[]).unwrap();
+        for name in Settings::VARIABLES {
+            assert!(config.strips(name), "{name}");
+        }
+        assert!(config.strips("VAULT_ENV_DAEMON"));
+    }
+}
