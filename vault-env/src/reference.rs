@@ -76,6 +76,20 @@
 //!    [`crate::template::Template`] here, so template syntax errors and unknown functions are
 //!    found at admission time, not in the pod.
 //!
+//! # Differences from Bank-Vaults
+//!
+//! Everything Bank-Vaults accepts and resolves to a value parses the same way here, except:
+//!
+//! - Inline `${>>vault:…}`, `${vault:login}` and `${vault:v1:…}` are rejected (rule 5).
+//! - Errors where Bank-Vaults would send a malformed request or pass text through: a
+//!   non-numeric VERSION, a bad PATH, an unclosed `${vault:`, a transit ciphertext with white
+//!   space, a write BODY that is not a JSON object, `>>vault:vN:…` (rules 2–6).
+//! - Templates: a missing key is an error (Go prints `<no value>`), `b64dec` of bad input is an
+//!   error (Sprig returns the error text as the value), and only the functions listed in
+//!   [`crate::template`] exist, checked before the pod starts.
+//! - A structured (array or object) value becomes compact JSON instead of failing
+//!   ([`crate::secret::SecretJson::to_env_string`]).
+//!
 //! `VAULT_ENV_FROM_PATH` uses a smaller grammar, `PATH [ "#" VERSION ] { "," PATH [ "#" VERSION ] }`,
 //! parsed by [`parse_from_path`].
 //!
