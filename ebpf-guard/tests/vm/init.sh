@@ -24,7 +24,7 @@ if [ "$1" != stage2 ]; then
 	poweroff -f
 fi
 
-export PATH=/probes:/bin:/usr/local/bin
+export PATH=/probes:/bin:/usr/local/bin:/usr/bin:/usr/sbin
 export HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

@@ -13,6 +13,9 @@ use super::cpio::{self, Entry};
 
 /// Where busybox-static installs its binary.
 const BUSYBOX: &str = "/bin/busybox";
+/// Dynamically linked host tools copied into the guest with the libraries `ldd` lists:
+/// crun (the higher-fidelity container runtime) and bpftool (to inspect programs in the guest).
+const HOST_BINARIES: &[&str] = &["/usr/bin/crun", "/usr/sbin/bpftool"];
 /// Static Rust binaries are built for this target so build scripts stay dynamic.
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
@@ -258,6 +261,7 @@ pub fn initramfs(layout: &Layout, guest: &GuestBinaries) -> Result<PathBuf> {
     if let Some(guard) = &guest.guard {
         entries.push(file("usr/local/bin/ebpf-guard", guard, 0o755)?);
     }
+    host_binaries(&mut entries, HOST_BINARIES)?;
     let path = layout.work.join("initramfs.cpio");
     let mut out = std::io::BufWriter::new(
         fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
@@ -280,5 +284,93 @@ fn text(path: &str, content: &str) -> Entry {
         path: path.into(),
         mode: 0o644,
         data: content.as_bytes().to_vec(),
+    }
+}
+
+/// Adds each host binary and its shared libraries (from `ldd`) at their host paths, creating
+/// the parent directories the archive does not have yet.
+fn host_binaries(entries: &mut Vec<Entry>, binaries: &[&str]) -> Result<()> {
+    let mut files: Vec<String> = Vec::new();
+    for binary in binaries {
+        let output = Command::new("ldd")
+            .arg(binary)
+            .output()
+            .with_context(|| format!("running ldd {binary}"))?;
+        if !output.status.success() {
+            bail!(
+                "ldd {binary} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        files.push((*binary).to_string());
+        files.extend(ldd_paths(&String::from_utf8_lossy(&output.stdout)));
+    }
+    files.sort();
+    files.dedup();
+    let mut dirs: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Dir { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    for path in files {
+        let relative = path.trim_start_matches('/').to_string();
+        let mut parent = String::new();
+        for part in relative
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, p)| p)
+        {
+            parent = if parent.is_empty() {
+                (*part).to_string()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if !dirs.contains(&parent) {
+                dirs.push(parent.clone());
+                entries.push(Entry::Dir {
+                    path: parent.clone(),
+                    mode: 0o755,
+                });
+            }
+        }
+        // fs::read follows symlinks (e.g. /lib64/ld-linux-x86-64.so.2): the guest gets a copy.
+        entries.push(file(&relative, Path::new(&path), 0o755)?);
+    }
+    Ok(())
+}
+
+/// The absolute library paths in `ldd` output (`libc.so.6 => /lib/.../libc.so.6 (0x...)` and
+/// `/lib64/ld-linux-x86-64.so.2 (0x...)`).
+fn ldd_paths(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let candidate = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            }?;
+            candidate.starts_with('/').then(|| candidate.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_paths_keeps_resolved_libraries_and_the_loader() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            ldd_paths(text),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
     }
 }

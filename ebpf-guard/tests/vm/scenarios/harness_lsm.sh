@@ -16,3 +16,12 @@ done
 info "yama ptrace_scope=$(cat /proc/sys/kernel/yama/ptrace_scope)"
 expect_eq exec_session_has_cap_sys_ptrace yes sh -c \
 	'caps=$(sed -n "s/^CapEff:\t//p" /proc/self/status); [ $(( 0x$caps >> 19 & 1 )) = 1 ] && echo yes'
+
+# bpftool (from the host, with its libraries) works in the guest and the kernel offers LSM
+# programs and the helpers the guard relies on.
+features=$(bpftool feature probe kernel 2>&1)
+for want in "eBPF program_type lsm is available" "eBPF map_type ringbuf is available" \
+	"eBPF map_type task_storage is available"; do
+	check=$(echo "$want" | sed 's/eBPF //; s/ is available//; s/ /:/g')
+	if echo "$features" | grep -qF "$want"; then pass "$check" "$want"; else fail "$check" "not in bpftool feature probe"; fi
+done
