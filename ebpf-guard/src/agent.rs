@@ -247,7 +247,7 @@ fn drain(
             tracing::info!(
                 cgroup = raw.lineage_cg,
                 pid = raw.subject_pid,
-                comm = %record.subject.comm,
+                comm = ?record.subject.comm,
                 pod = ?record.pod_uid,
                 container = ?record.container,
                 known_pod = known,

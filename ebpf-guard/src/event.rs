@@ -1,4 +1,9 @@
 //! Audit events: from the kernel's ring-buffer record to one JSON line with pod identity.
+//!
+//! # Security
+//! `comm` values are chosen by the (possibly hostile) processes themselves (`prctl
+//! PR_SET_NAME`): they are decoded lossily and only ever serialized through serde_json, which
+//! escapes quotes and control characters, so a crafted name cannot forge or split a line.
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -275,6 +280,21 @@ mod tests {
         assert_eq!(record.target, None);
         assert_eq!(record.pod, None);
         assert_eq!(AuditRecord::identity_cgroup(&raw), 5);
+    }
+
+    #[test]
+    fn audit_record_hostile_comm_cannot_split_or_forge_line() {
+        let raw = RawEvent {
+            hook: HOOK_FILE_OPEN,
+            decision: DECISION_DENY,
+            subject_comm: comm("x\"}\n{\"decision"),
+            ..RawEvent::default()
+        };
+        let line = AuditRecord::new(&raw, "n", &Clock::with_offset(0), None, &|_| None).to_json();
+        assert!(!line.contains('\n'));
+        let json: serde_json::Value = serde_json::from_str(&line).expect("one valid object");
+        assert_eq!(json["decision"], "deny");
+        assert_eq!(json["subject"]["comm"], "x\"}\n{\"decision");
     }
 
     #[test]
