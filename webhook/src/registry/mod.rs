@@ -17,9 +17,10 @@
 //!   the resolver to the mutation as `Arc<dyn ImageResolver>`.
 //! - Skip the lookup (leave the container unmutated) when the pod has the annotation
 //!   [`LOOKUP_ANNOTATION`] `= "false"` ([`lookup_enabled`]).
-//! - On `Err` from `resolve`, apply [`RegistryConfig::on_failure`]: `Deny` → deny the review
-//!   with the error's `Display` as the message; `AdmitUnmutated` → allow without a patch
-//!   for that pod and put the error's `Display` into the response's `warnings`.
+//! - On `Err` from `resolve`, apply [`RegistryConfig::on_failure`] through
+//!   [`FailurePolicy::on_error`]: [`FailureAction::Deny`] → deny the review with that
+//!   message; [`FailureAction::AdmitWithWarning`] → allow the pod without a patch and put
+//!   the message into the response's `warnings`.
 //!
 //! # Security
 //!
@@ -74,6 +75,31 @@ pub enum FailurePolicy {
     Deny,
     /// Admit the pod without mutation and return an admission warning.
     AdmitUnmutated,
+}
+
+/// What the webhook does with a pod after a failed lookup, per [`FailurePolicy`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureAction {
+    /// Deny the review with this message (names the image and the cause).
+    Deny(String),
+    /// Admit the pod without mutating it and return this admission warning.
+    AdmitWithWarning(String),
+}
+
+impl FailurePolicy {
+    /// The action for a failed `resolve`, with a message a user can act on.
+    pub fn on_error(self, error: &ImageError) -> FailureAction {
+        match self {
+            Self::Deny => FailureAction::Deny(format!(
+                "cannot determine the container command: {error}; set `command` in the spec \
+                 or annotate the pod {LOOKUP_ANNOTATION}: \"false\""
+            )),
+            Self::AdmitUnmutated => FailureAction::AdmitWithWarning(format!(
+                "pod admitted without Vault injection: cannot determine the container \
+                 command: {error}"
+            )),
+        }
+    }
 }
 
 /// Operator settings of the registry lookup; flatten into the webhook's clap config.
@@ -995,6 +1021,27 @@ mod tests {
             cli.registry.to_config(),
             Err(ConfigError::ReadCaFile { .. })
         ));
+    }
+
+    #[test]
+    fn failure_policy_on_error_names_image_and_cause() {
+        let error = ImageError::Lookup {
+            image: "registry.local/app:1".to_owned(),
+            reason: "connect to registry registry.local: connection refused".to_owned(),
+        };
+        let FailureAction::Deny(message) = FailurePolicy::Deny.on_error(&error) else {
+            panic!("deny expected");
+        };
+        assert!(message.contains("registry.local/app:1") && message.contains("connection refused"));
+        assert!(message.contains(LOOKUP_ANNOTATION), "{message}");
+        let FailureAction::AdmitWithWarning(warning) =
+            FailurePolicy::AdmitUnmutated.on_error(&error)
+        else {
+            panic!("warning expected");
+        };
+        assert!(
+            warning.contains("registry.local/app:1") && warning.contains("without Vault injection")
+        );
     }
 
     #[test]
