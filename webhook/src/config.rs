@@ -69,6 +69,8 @@ pub struct ServeArgs {
     pub operator: OperatorArgs,
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub self_cert: Box<crate::selfcert::SelfCertArgs>,
 }
 
 /// `inject` flags.

@@ -15,6 +15,7 @@ pub mod mutate;
 pub mod objects;
 pub mod policy;
 pub mod registry;
+pub mod selfcert;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

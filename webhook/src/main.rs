@@ -10,6 +10,7 @@ use clap::Parser as _;
 use webhook::config::{Cli, Command, InjectArgs, NoopArgs, ServeArgs};
 use webhook::mutate::Mutator;
 use webhook::objects::{KubeObjects, NoObjects, ObjectSource};
+use webhook::selfcert::{SelfCertArgs, SelfManagedTls};
 use webhook::server::Server;
 use webhook::telemetry::{Metrics, init_logging};
 
@@ -51,10 +52,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = args.server.settings()?;
+    let mut settings = args.server.settings()?;
     let config = args.operator.mutation_config()?;
     let images = args.operator.static_images()?;
-    let objects: Arc<dyn ObjectSource> = match kube::Client::try_default().await {
+    let client = kube::Client::try_default().await;
+    if let Some(tls) = self_managed_tls(&args.self_cert, client.as_ref().ok()).await? {
+        settings.cert_file = tls.cert_file();
+        settings.key_file = tls.key_file();
+    }
+    let objects: Arc<dyn ObjectSource> = match client {
         Ok(client) => Arc::new(KubeObjects::new(client)),
         Err(error) => {
             tracing::warn!(
@@ -76,6 +82,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     server.serve(shutdown_signal()).await;
     Ok(())
+}
+
+/// With `TLS_SELF_MANAGED=true`: makes or reads the certificate once (the server then waits
+/// for it before reporting ready if that fails) and keeps it fresh in a background task.
+async fn self_managed_tls(
+    args: &SelfCertArgs,
+    client: Option<&kube::Client>,
+) -> anyhow::Result<Option<Arc<SelfManagedTls>>> {
+    if !args.tls_self_managed {
+        return Ok(None);
+    }
+    let client = client.context("TLS_SELF_MANAGED=true needs Kubernetes API access")?;
+    let Some(settings) = args.settings(client.default_namespace())? else {
+        return Ok(None);
+    };
+    let tls = SelfManagedTls::new(client.clone(), settings);
+    match tls.reconcile().await {
+        Ok(done) => tracing::info!(
+            stored = done.stored,
+            patched_webhooks = done.patched_webhooks,
+            "self-managed TLS ready"
+        ),
+        Err(error) => tracing::warn!(
+            error = %error,
+            "self-managed TLS not ready yet; retrying in the background"
+        ),
+    }
+    tokio::spawn(Arc::clone(&tls).run());
+    Ok(Some(tls))
 }
 
 /// Resolves on SIGTERM or SIGINT.
