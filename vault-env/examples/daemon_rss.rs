@@ -21,13 +21,14 @@ use strongroom_testbed::{OpenBao, Postgres};
 const LEASES: usize = 10;
 const LIMIT_KIB: u64 = 8 * 1024;
 
-fn rss_kib(pid: u32) -> Result<u64> {
+/// A `/proc/<pid>/status` figure (`VmRSS`, `RssAnon`, `RssFile`) in KiB.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {field}"))
 }
 
 fn main() -> Result<()> {
@@ -94,9 +95,13 @@ fn main() -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("vault-env exited early: {status}");
         }
-        let rss = rss_kib(pid)?;
+        let rss = status_kib(pid, "VmRSS")?;
         let at = started.elapsed().as_secs();
-        println!("t={at:>3}s rss={rss} KiB");
+        println!(
+            "t={at:>3}s rss={rss} KiB (anon {} KiB, file {} KiB)",
+            status_kib(pid, "RssAnon")?,
+            status_kib(pid, "RssFile")?
+        );
         samples.push((at, rss));
     }
     let renewals = bao.audit_request_count("sys/leases/renew")?;

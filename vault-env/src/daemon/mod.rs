@@ -302,7 +302,11 @@ impl Keeper<'_> {
             let command = tokio::select! {
                 command = commands.recv() => command,
                 () = wake_at(due) => {
-                    if let Some(expiry) = self.renewer.step().await {
+                    let expiry = self.renewer.step().await;
+                    // Renewals allocate and free a little each time; give it back so
+                    // RSS stays flat over days.
+                    crate::hygiene::trim_heap();
+                    if let Some(expiry) = expiry {
                         tracing::warn!(subject = %expiry.subject, reason = expiry.reason, policy = %self.settings.expiry_policy, "secret cannot be kept alive; applying the expiry policy");
                         let event = match self.settings.expiry_policy {
                             ExpiryPolicy::Signal => Event::Stop { exit_code: None },
