@@ -41,7 +41,7 @@ pub const MILESTONES: &[&str] = &[
 pub const GUARD_MILESTONE: &str = "MILESTONE exec session denied";
 
 /// The guard scenario (in `ebpf-guard/tests/vm/scenarios/`) the demo runs in the QEMU guest.
-const GUARD_SCENARIO: &str = "guard_exec_session";
+const GUARD_SCENARIO: &str = "guard_enforce";
 
 /// The static secret the demo stores; the app proves it has it by its fingerprint.
 const DEMO_SECRET: &str = "correct-horse-battery-staple";
@@ -85,7 +85,11 @@ pub fn run(args: &Args) -> Result<()> {
         "The webhook (vault-secrets-webhook serve) with generated certificates",
     );
     let webhook = Webhook::start(&bins, bao.addr())?;
-    say(&format!("listening on https://{} (ready)", webhook.addr));
+    say(&format!(
+        "listening on https://{} (ready); its log: {}",
+        webhook.addr,
+        target_dir().join("demo-webhook.log").display()
+    ));
 
     section(
         3,
@@ -225,6 +229,7 @@ impl Webhook {
         let port = free_port()?;
         let telemetry = free_port()?;
         let addr = format!("127.0.0.1:{port}");
+        let log = target_dir().join("demo-webhook.log");
         let child = Command::new(&bins.webhook)
             .arg("serve")
             .env("LISTEN_ADDRESS", &addr)
@@ -236,7 +241,7 @@ impl Webhook {
             .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).context("creating the webhook's log file")?)
             .spawn()
             .with_context(|| format!("starting {}", bins.webhook.display()))?;
         let webhook = Self {
@@ -421,7 +426,7 @@ impl Node {
         std::fs::create_dir_all(&token_dir)?;
         run_quiet(
             Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs"])
+                .args(["-t", "tmpfs", "-o", "mode=1777,size=512m", "tmpfs"])
                 .arg(&empty_dir),
             "mount the emptyDir tmpfs",
         )?;
@@ -506,24 +511,21 @@ impl Node {
             let bin = root.join("usr/local/bin");
             std::fs::create_dir_all(&bin)?;
             std::fs::copy(&self.vault_env, bin.join("vault-env"))?;
+            if is_dynamically_linked(&self.vault_env) {
+                // A debug build is not static: lend it the host's libraries (read-only).
+                lend_host_dirs(
+                    &root,
+                    &["usr/lib", "usr/lib64", "lib", "lib64"],
+                    &mut script,
+                )?;
+            }
         } else {
             // Any other image: the host's userland stands in (read-only), e.g. for busybox.
-            for dir in ["usr", "bin", "sbin", "lib", "lib64", "etc"] {
-                let host = Path::new("/").join(dir);
-                let target = root.join(dir);
-                match std::fs::read_link(&host) {
-                    Ok(link) => {
-                        if std::fs::symlink_metadata(&target).is_err() {
-                            std::os::unix::fs::symlink(link, &target)?;
-                        }
-                    }
-                    Err(_) if host.is_dir() => {
-                        std::fs::create_dir_all(&target)?;
-                        binds(&mut script, &host, &format!("/{dir}"), true);
-                    }
-                    Err(_) => {}
-                }
-            }
+            lend_host_dirs(
+                &root,
+                &["usr", "bin", "sbin", "lib", "lib64", "etc"],
+                &mut script,
+            )?;
         }
         for mount in container["volumeMounts"].as_array().into_iter().flatten() {
             let path = mount["mountPath"].as_str().unwrap_or_default();
@@ -708,7 +710,7 @@ fn exposure(unshare_pid: u32) -> Option<(u32, usize)> {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         if let Some(entry) = environ
             .split(|b| *b == 0)
-            .find(|e| e.starts_with(b"DB_PASSWORD="))
+            .find(|e| e.starts_with(b"DB_PASSWORD=") && !e.starts_with(b"DB_PASSWORD=vault:"))
         {
             return Some((pid, entry.len() - "DB_PASSWORD=".len()));
         }
@@ -762,20 +764,51 @@ fn guard_part() -> Result<()> {
         return Ok(());
     }
     say(
-        "booting a Debian kernel with the BPF LSM in QEMU and running an exec session against a protected pod...",
+        "booting a Debian kernel with the BPF LSM in QEMU: a simulated pod starts through vault-env",
     );
-    let output = cargo(&["xtask", "vm-test", "--scenario", GUARD_SCENARIO])
-        .stderr(Stdio::inherit())
-        .output()
+    say(
+        "with a secret in its environment, the guard agent protects it, and an exec session (joined",
+    );
+    say("from outside, as `kubectl exec` does) tries to get at the secret...");
+    let status = cargo(&["xtask", "vm-test", "--scenario", GUARD_SCENARIO])
+        .stdout(Stdio::null())
+        .status()
         .context("running cargo xtask vm-test")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    for line in text.lines().filter(|l| l.contains("DEMO ")) {
-        println!("      {}", line.trim_start_matches("DEMO ").trim());
+    let log = workspace_root().join("target/vm/latest.log");
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    let attempts = [
+        ("exec_read_environ", "cat /proc/<app>/environ"),
+        ("exec_read_mem", "read /proc/<app>/mem"),
+        ("exec_ptrace_attach", "attach a debugger (ptrace)"),
+        ("exec_vm_readv", "process_vm_readv of the app"),
+        ("exec_runs_vault_env", "run /vault/vault-env again"),
+        ("exec_open_token", "open the service-account token"),
+    ];
+    for (check, what) in attempts {
+        let prefix = format!("VMTEST RESULT {GUARD_SCENARIO} {check} ");
+        let Some(line) = console
+            .lines()
+            .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest.to_owned()))
+        else {
+            bail!(
+                "the guard scenario reported nothing for {check} (console: {})",
+                log.display()
+            );
+        };
+        let (verdict, detail) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let errno = detail.split_whitespace().nth(1).unwrap_or("?");
+        if verdict != "PASS" {
+            bail!("exec session: {what} was not denied ({detail})");
+        }
+        say(&format!("exec session: {what:<34} -> denied ({errno})"));
     }
-    if !output.status.success() {
-        println!("{text}");
-        bail!("the guard scenario failed in the QEMU guest");
+    if !status.success() {
+        bail!(
+            "the guard scenario failed in the QEMU guest (console: {})",
+            log.display()
+        );
     }
+    say("each attempt was also recorded as a JSON audit event naming pod, container and process");
     milestone(GUARD_MILESTONE);
     Ok(())
 }
@@ -811,6 +844,34 @@ fn command_line(container: &Value) -> String {
         line.push_str("...");
     }
     line
+}
+
+/// Makes the host's `dirs` appear read-only in `root`: symlinks copied as symlinks (merged
+/// /usr), directories bind-mounted by the container's setup script.
+fn lend_host_dirs(root: &Path, dirs: &[&str], script: &mut String) -> Result<()> {
+    for dir in dirs {
+        let host = Path::new("/").join(dir);
+        let target = root.join(dir);
+        if let Ok(link) = std::fs::read_link(&host) {
+            if std::fs::symlink_metadata(&target).is_err() {
+                std::os::unix::fs::symlink(link, &target)?;
+            }
+        } else if host.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            script.push_str(&format!("mount --bind {} \"$R/{dir}\"\n", quote(&host)));
+            script.push_str(&format!("mount -o remount,bind,ro \"$R/{dir}\"\n"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an ELF binary names a dynamic loader (static release builds do not).
+fn is_dynamically_linked(binary: &Path) -> bool {
+    let mut head = vec![0u8; 4096];
+    let read = std::fs::File::open(binary)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    head[..read].windows(8).any(|w| w == b"/lib64/l")
 }
 
 fn fingerprint(value: &str) -> String {
