@@ -9,6 +9,7 @@ if [ "$1" != stage2 ]; then
 	/bin/busybox --install -s /bin
 	mount -t proc proc /proc
 	mount -t devtmpfs devtmpfs /dev
+	echo "VMTEST INFO init started uptime=$(cut -d' ' -f1 /proc/uptime)"
 	# Kernel messages would interleave with result lines: only emergencies reach the console.
 	echo 1 >/proc/sys/kernel/printk
 	mount -t tmpfs -o mode=0755,size=80% tmpfs /newroot
@@ -54,10 +55,10 @@ echo "VMTEST INFO vault-env=${VMTEST_VAULT_ENV:-unknown} guard=${VMTEST_GUARD:-0
 
 for name in $(echo "${VMTEST_SCENARIOS:-}" | tr ',' ' '); do
 	script=/vmtest/scenarios/$name.sh
-	echo "VMTEST SCENARIO $name START"
+	echo "VMTEST SCENARIO $name START uptime=$(cut -d' ' -f1 /proc/uptime)"
 	if [ ! -f "$script" ]; then
 		echo "VMTEST RESULT $name script FAIL no such scenario in the guest"
-		echo "VMTEST SCENARIO $name END 127"
+		echo "VMTEST SCENARIO $name END 127 uptime=$(cut -d' ' -f1 /proc/uptime)"
 		continue
 	fi
 	# Each scenario runs in its own shell so a crash or `exit` ends only that scenario;
@@ -74,7 +75,7 @@ for name in $(echo "${VMTEST_SCENARIOS:-}" | tr ',' ' '); do
 	wait "$scenario_pid"
 	rc=$?
 	kill -KILL -"$watchdog_pid" 2>/dev/null
-	echo "VMTEST SCENARIO $name END $rc"
+	echo "VMTEST SCENARIO $name END $rc uptime=$(cut -d' ' -f1 /proc/uptime)"
 done
 
 echo "VMTEST DONE uptime=$(cut -d' ' -f1 /proc/uptime)"

@@ -95,6 +95,8 @@ fn probes(src: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>> {
             _ => true,
         };
         if stale {
+            // Built under a private name and renamed, so concurrent runs never see half a file.
+            let partial = out.join(format!(".{name}.{}", std::process::id()));
             let output = Command::new("gcc")
                 .args([
                     "-static",
@@ -105,7 +107,7 @@ fn probes(src: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>> {
                     "-Werror",
                     "-o",
                 ])
-                .arg(&binary)
+                .arg(&partial)
                 .arg(&source)
                 .output()
                 .context("running gcc")?;
@@ -116,6 +118,8 @@ fn probes(src: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>> {
                     String::from_utf8_lossy(&output.stderr)
                 );
             }
+            fs::rename(&partial, &binary)
+                .with_context(|| format!("installing {}", binary.display()))?;
         }
         built.push((name, binary));
     }
@@ -197,8 +201,8 @@ fn execs_its_command(vault_env: &Path) -> bool {
     false
 }
 
-/// Writes `target/vm/initramfs.cpio` and returns its path.
-pub fn initramfs(layout: &Layout, guest: &GuestBinaries) -> Result<PathBuf> {
+/// Writes the initramfs to `path`.
+pub fn initramfs(layout: &Layout, guest: &GuestBinaries, path: &Path) -> Result<()> {
     let mut entries = Vec::new();
     for dir in [
         "bin",
@@ -262,13 +266,12 @@ pub fn initramfs(layout: &Layout, guest: &GuestBinaries) -> Result<PathBuf> {
         entries.push(file("usr/local/bin/ebpf-guard", guard, 0o755)?);
     }
     host_binaries(&mut entries, HOST_BINARIES)?;
-    let path = layout.work.join("initramfs.cpio");
     let mut out = std::io::BufWriter::new(
-        fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
     cpio::write(&mut out, &entries).context("writing the initramfs")?;
     std::io::Write::flush(&mut out).context("writing the initramfs")?;
-    Ok(path)
+    Ok(())
 }
 
 fn file(path: &str, source: &Path, mode: u32) -> Result<Entry> {

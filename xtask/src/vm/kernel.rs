@@ -87,7 +87,7 @@ fn find_in_boot(dir: &Path, prefix: &str) -> Option<PathBuf> {
 /// Downloads the `.deb` (refreshing the apt lists once if the download fails on a stale list)
 /// and keeps `boot/` only.
 fn download(cache: &Path, package: &str) -> Result<()> {
-    let work = cache.join(format!("{package}.download"));
+    let work = cache.join(format!("{package}.download.{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     println!("[vm] downloading {package}");
@@ -131,10 +131,13 @@ fn download(cache: &Path, package: &str) -> Result<()> {
         bail!("dpkg-deb -x {} failed ({status})", deb.display());
     }
     let dir = cache.join(package);
-    let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    fs::rename(unpacked.join("boot"), dir.join("boot")).context("keeping boot/")?;
+    let renamed = fs::rename(unpacked.join("boot"), dir.join("boot"));
     fs::remove_dir_all(&work).ok();
+    // A concurrent run may have installed the same kernel first: then keep that one.
+    if renamed.is_err() && find_in_boot(&dir, "vmlinuz-").is_none() {
+        renamed.context("keeping boot/")?;
+    }
     Ok(())
 }
 

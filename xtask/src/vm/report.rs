@@ -25,6 +25,9 @@ pub struct Report {
     pub metrics: Vec<(String, String, String, String)>,
     /// Scenario → exit code (`None` while started but not ended).
     pub scenarios: BTreeMap<String, Option<i32>>,
+    /// Scenario → seconds it ran (guest uptime from START to END).
+    pub durations: BTreeMap<String, f64>,
+    starts: BTreeMap<String, f64>,
     pub infos: Vec<String>,
     /// Harness-level failures (missing DONE, canary on the console, ...).
     pub errors: Vec<String>,
@@ -65,12 +68,18 @@ impl Report {
                 .push(format!("guest: {}", words.collect::<Vec<_>>().join(" "))),
             Some("INFO") => self.infos.push(words.collect::<Vec<_>>().join(" ")),
             Some("SCENARIO") => match (words.next(), words.next(), words.next()) {
-                (Some(name), Some("START"), _) => {
+                (Some(name), Some("START"), rest) => {
                     self.scenarios.insert(name.to_string(), None);
+                    if let Some(at) = uptime(rest.into_iter().chain(words)) {
+                        self.starts.insert(name.to_string(), at);
+                    }
                 }
                 (Some(name), Some("END"), Some(rc)) => {
                     self.scenarios
                         .insert(name.to_string(), Some(rc.parse().unwrap_or(-1)));
+                    if let (Some(end), Some(start)) = (uptime(words), self.starts.get(name)) {
+                        self.durations.insert(name.to_string(), end - start);
+                    }
                 }
                 _ => {}
             },
@@ -150,7 +159,14 @@ impl Report {
         for check in &self.checks {
             if check.scenario != current {
                 current = &check.scenario;
-                let _ = writeln!(out, "  {current}");
+                match self.durations.get(current) {
+                    Some(seconds) => {
+                        let _ = writeln!(out, "  {current} ({seconds:.1}s)");
+                    }
+                    None => {
+                        let _ = writeln!(out, "  {current}");
+                    }
+                }
             }
             let _ = writeln!(
                 out,
@@ -200,11 +216,11 @@ mod tests {
 [    0.000000] Linux version 6.1\r
 VMTEST BOOTED uptime=1.50 kernel=6.1\r
 VMTEST LSM lockdown,capability,landlock,yama,apparmor,bpf\r
-VMTEST SCENARIO harness_lsm START\r
+VMTEST SCENARIO harness_lsm START uptime=1.60\r
 VMTEST RESULT harness_lsm lsm_has_bpf PASS lockdown,capability,bpf\r
 [    2.1] random: crng init done VMTEST RESULT harness_lsm other PASS ok\r
 VMTEST METRIC harness_lsm open_ns 1200 ns/op\r
-VMTEST SCENARIO harness_lsm END 0\r
+VMTEST SCENARIO harness_lsm END 0 uptime=3.10\r
 VMTEST DONE uptime=3.20\r
 ";
 
@@ -219,6 +235,9 @@ VMTEST DONE uptime=3.20\r
         assert_eq!(report.passed(), 2);
         assert_eq!(report.metrics.len(), 1);
         assert_eq!(report.done_uptime, Some(3.2));
+        let seconds = report.durations.get("harness_lsm").copied().unwrap_or(0.0);
+        assert!((seconds - 1.5).abs() < 1e-9, "{seconds}");
+        assert!(report.summary().contains("harness_lsm (1.5s)"));
         assert!(report.summary().ends_with("2 passed, 0 failed"));
     }
 
