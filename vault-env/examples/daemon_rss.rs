@@ -102,7 +102,7 @@ fn main() -> Result<()> {
         let rss = status_kib(pid, "VmRSS")?;
         let at = started.elapsed().as_secs();
         samples.push((at, rss));
-        if at % 5 != 0 {
+        if !at.is_multiple_of(5) {
             continue;
         }
         println!(
@@ -138,7 +138,7 @@ fn main() -> Result<()> {
         "peak_rss_kib": peak,
         "min_rss_around_half_kib": at_half,
         "min_rss_last_10s_kib": at_end,
-        "samples_every_5s": samples.iter().filter(|(t, _)| t % 5 == 0).collect::<Vec<_>>(),
+        "samples_every_5s": samples.iter().filter(|(t, _)| t.is_multiple_of(5)).collect::<Vec<_>>(),
     });
     println!("{summary}");
     if renewals < LEASES * (seconds as usize) / 4 {
