@@ -386,3 +386,32 @@ fn daemon_rss_renewing_ten_leases_stays_small_and_flat() {
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn daemon_lease_revoked_elsewhere_renewal_refused_applies_policy() {
+    let db = DbBed::start(3, 120);
+    let env = db.env(&[
+        ("APP_EXIT_ON", "TERM=0"),
+        ("VAULT_ENV_EXPIRY_POLICY", "exit"),
+        ("VAULT_ENV_GRACE_PERIOD", "1s"),
+    ]);
+    let mut daemon = Daemon::start(&env, &["pg"]);
+    let lease = db.wait_lease();
+    // An operator revokes the credentials: the next renewal is refused (no retrying).
+    db.bed
+        .bao
+        .api(
+            "POST",
+            "sys/leases/revoke",
+            Some(serde_json::json!({ "lease_id": lease })),
+        )
+        .unwrap();
+    let revoked = Instant::now();
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    let stderr = daemon.stderr_text();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(revoked.elapsed() < Duration::from_secs(5), "{stderr}");
+    assert!(stderr.contains("Vault refused the renewal"), "{stderr}");
+    assert!(stderr.contains("reason=\"renewal refused\""), "{stderr}");
+    assert!(daemon.lines().contains(&"signal TERM".to_owned()));
+}
