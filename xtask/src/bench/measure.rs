@@ -1,0 +1,133 @@
+//! Shared measuring helpers of the vault-env benchmarks: the static `vault-env` build,
+//! spawn+wait timing, peak RSS through `/usr/bin/time -f %M`, medians and [`Figure`]s.
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+
+use super::Figure;
+
+/// Builds the shipped `vault-env` (static, stripped, `dist` profile) through `cargo xtask
+/// dist`'s own build function and returns its path.
+pub fn static_vault_env() -> Result<PathBuf> {
+    let binary = crate::dist::BINARIES
+        .iter()
+        .find(|b| b.bin == "vault-env")
+        .context("vault-env is not in dist::BINARIES")?;
+    crate::dist::build(binary)
+}
+
+/// Runs `command` to completion with null stdio; fails unless it exits 0.
+pub fn run_once(command: &mut Command) -> Result<Duration> {
+    let started = Instant::now();
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("spawning {command:?}"))?;
+    let elapsed = started.elapsed();
+    ensure!(
+        output.status.success(),
+        "{:?} exited with {}: {}",
+        command.get_program(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(elapsed)
+}
+
+/// Peak resident set size of `command` in KiB: `/usr/bin/time -f %M` reports the child's
+/// `ru_maxrss` from `wait4`, so no unsafe code is needed here.
+pub fn peak_rss_kib(command: &Command) -> Result<u64> {
+    let dir = tempfile::tempdir().context("tempdir for time output")?;
+    let out = dir.path().join("rss");
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(&out)
+        .arg(command.get_program())
+        .args(command.get_args());
+    if let Some(cwd) = command.get_current_dir() {
+        timed.current_dir(cwd);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    run_once(&mut timed)?;
+    let text = std::fs::read_to_string(&out).context("reading /usr/bin/time output")?;
+    text.lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("unexpected /usr/bin/time output {text:?}"))
+}
+
+/// The median of `values` (not empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// A figure compared with a same-run baseline: passes when `value / baseline <= target`.
+pub fn ratio_figure(
+    bench: &str,
+    name: &str,
+    value: f64,
+    baseline: f64,
+    unit: &str,
+    target: f64,
+) -> Figure {
+    let ratio = value / baseline;
+    Figure {
+        bench: bench.to_owned(),
+        name: name.to_owned(),
+        value,
+        unit: unit.to_owned(),
+        baseline: Some(baseline),
+        ratio: Some(ratio),
+        target: Some(target),
+        pass: ratio <= target,
+    }
+}
+
+/// A figure with an absolute limit: passes when `value <= target`.
+pub fn limit_figure(bench: &str, name: &str, value: f64, unit: &str, target: f64) -> Figure {
+    Figure {
+        bench: bench.to_owned(),
+        name: name.to_owned(),
+        value,
+        unit: unit.to_owned(),
+        baseline: None,
+        ratio: None,
+        target: Some(target),
+        pass: value <= target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_even_and_odd_counts_is_the_middle() {
+        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+        assert!((median(&[4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn peak_rss_of_true_is_small_and_nonzero() {
+        let rss = peak_rss_kib(&Command::new("/bin/true")).map_err(|e| format!("{e:#}"));
+        let Ok(rss) = rss else { panic!("{rss:?}") };
+        assert!(rss > 0 && rss < 100 * 1024, "{rss} KiB");
+    }
+}
