@@ -269,13 +269,12 @@ pub async fn saturation(
 
 /// Nanoseconds per review: (full decision = parse + decide + patch + serialise answer,
 /// serde_json parse + serialise of the same review).
-pub fn mutation_cost(iterations: u32) -> anyhow::Result<(f64, f64)> {
+pub async fn mutation_cost(iterations: u32) -> anyhow::Result<(f64, f64)> {
     let body = serde_json::to_vec(&bench_review())?;
     let mutator = bench_mutator();
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let started = Instant::now();
     for _ in 0..iterations {
-        let answer = runtime.block_on(crate::handler::answer(&mutator, &body));
+        let answer = crate::handler::answer(&mutator, &body).await;
         ensure!(answer.body["response"]["patch"].is_string(), "no patch");
         std::hint::black_box(serde_json::to_vec(&answer.body)?);
     }
@@ -476,7 +475,7 @@ async fn run_in(dir: &Path, quick: bool) -> anyhow::Result<Vec<Figure>> {
         saturation_time,
     )
     .await?;
-    let (decision_ns, serde_ns) = mutation_cost(if quick { 200 } else { 2000 })?;
+    let (decision_ns, serde_ns) = mutation_cost(if quick { 200 } else { 2000 }).await?;
     let ms = |us: f64| us / 1000.0;
     Ok(vec![
         Figure::compared(

@@ -222,7 +222,7 @@ impl Mutator {
                 0,
             );
         };
-        let pod: Pod = match serde_json::from_value(object.clone()) {
+        let pod: Pod = match serde::Deserialize::deserialize(object) {
             Ok(pod) => pod,
             Err(error) => {
                 return outcome(

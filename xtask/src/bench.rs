@@ -239,3 +239,28 @@ fn run_json(binary: &Path, quick: bool) -> Result<String> {
     }
     String::from_utf8(output.stdout).context("bench-admission output is not UTF-8")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figure_from_json_reads_bench_admission_output() {
+        let value = json!({
+            "bench": "admission", "name": "p99 latency at 200 reviews/s", "value": 1.2,
+            "unit": "ms", "baseline": 1.0, "ratio": 1.2, "target": 1.5, "pass": true,
+        });
+        let figure = Figure::from_json(&value).map_err(|e| e.to_string());
+        let Ok(figure) = figure else {
+            panic!("{figure:?}");
+        };
+        assert_eq!(figure.ratio, Some(1.2));
+        assert!(figure.pass);
+        assert_eq!(figure.to_json()["figure"], "p99 latency at 200 reviews/s");
+    }
+
+    #[test]
+    fn figure_from_json_without_value_is_an_error() {
+        assert!(Figure::from_json(&json!({"bench": "x", "name": "y", "unit": "ms"})).is_err());
+    }
+}
