@@ -4,7 +4,8 @@
 //! unit, panic=abort, stripped) for [`TARGET`] with [`RUSTFLAGS`] (`+crt-static`), in its own
 //! target directory ([`build_dir`]) so that the static flags never invalidate the normal
 //! build cache. The copy in `target/dist/` is checked to be static (no ELF interpreter) and
-//! below its size budget. The webhook and the guard join the list with their issues.
+//! below its size budget. [`crate::images`] then builds an OCI image layout per binary in
+//! `target/dist/images/<name>/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,11 +35,23 @@ pub struct Binary {
 }
 
 /// Everything `cargo xtask dist` builds.
-pub const BINARIES: &[Binary] = &[Binary {
-    package: "vault-env",
-    bin: "vault-env",
-    max_size: 6 * 1024 * 1024,
-}];
+pub const BINARIES: &[Binary] = &[
+    Binary {
+        package: "vault-env",
+        bin: "vault-env",
+        max_size: 6 * 1024 * 1024,
+    },
+    Binary {
+        package: "vault-secrets-webhook",
+        bin: "vault-secrets-webhook",
+        max_size: 16 * 1024 * 1024,
+    },
+    Binary {
+        package: "ebpf-guard",
+        bin: "ebpf-guard",
+        max_size: 12 * 1024 * 1024,
+    },
+];
 
 /// Where the static builds keep their cargo target directory.
 pub fn build_dir() -> PathBuf {
@@ -82,6 +95,9 @@ pub fn run() -> Result<()> {
             );
         }
     }
+    // OCI image layouts from the static binaries (images.rs).
+    let images = crate::images::build_all(&out, &out.join("images"), env!("CARGO_PKG_VERSION"))?;
+    crate::images::report(&images);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod deps;
 mod dist;
+mod images;
 mod manifests;
 mod test;
 mod vm;
@@ -31,7 +32,7 @@ enum Command {
     Demo(demo::Args),
     /// Install the system packages and Python tools the tests and demo need.
     Deps,
-    /// Static, stripped release binaries in target/dist/ (fails over the size budget).
+    /// Static, stripped release binaries in target/dist/ (fails over the size budget) and OCI image layouts in target/dist/images/.
     Dist,
     /// Re-render manifests/rendered/ from the Helm chart (after linting it).
     Manifests,
