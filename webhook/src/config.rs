@@ -38,6 +38,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
+#[allow(clippy::large_enum_variant, reason = "parsed once at start-up; boxing buys nothing")]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve admission reviews over HTTPS.
@@ -67,6 +68,9 @@ pub struct BenchArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub operator: OperatorArgs,
+    /// ENTRYPOINT/CMD lookup in image registries for containers without `command`.
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryArgs,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -250,20 +254,6 @@ pub struct OperatorArgs {
     /// `command` (the registry lookup, when enabled, comes on top).
     #[arg(long, env = "IMAGE_ENTRYPOINT_FILE")]
     pub image_entrypoint_file: Option<PathBuf>,
-    /// Pull secret used for registry lookups when the pod has none.
-    #[arg(long, env = "DEFAULT_IMAGE_PULL_SECRET", default_value = "")]
-    pub default_image_pull_secret: String,
-    #[arg(long, env = "DEFAULT_IMAGE_PULL_SECRET_NAMESPACE", default_value = "")]
-    pub default_image_pull_secret_namespace: String,
-    #[arg(
-        long,
-        env = "DEFAULT_IMAGE_PULL_SECRET_SERVICE_ACCOUNT",
-        default_value = ""
-    )]
-    pub default_image_pull_secret_service_account: String,
-    /// Skip registry TLS verification (operator only).
-    #[arg(long, env = "REGISTRY_SKIP_VERIFY", default_value_t = false, action = clap::ArgAction::Set)]
-    pub registry_skip_verify: bool,
 }
 
 impl OperatorArgs {
@@ -311,6 +301,7 @@ impl OperatorArgs {
             run_as_user: self.vault_env_run_as_user,
             run_as_group: self.vault_env_run_as_group,
             version: VERSION.to_owned(),
+            image_failure_policy: None,
         })
     }
 

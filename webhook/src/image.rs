@@ -86,3 +86,73 @@ impl ImageResolver for StaticImageResolver {
         Box::pin(std::future::ready(found))
     }
 }
+
+/// Resolvers tried in order (the operator's static map, then the registry); the first answer
+/// wins, and when none knows the image the last error is returned.
+pub struct ChainedResolver {
+    resolvers: Vec<std::sync::Arc<dyn ImageResolver>>,
+}
+
+impl ChainedResolver {
+    pub fn new(resolvers: Vec<std::sync::Arc<dyn ImageResolver>>) -> Self {
+        Self { resolvers }
+    }
+}
+
+impl ImageResolver for ChainedResolver {
+    fn resolve<'a>(&'a self, lookup: &'a ImageLookup) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            let mut last = ImageError::Unknown {
+                image: lookup.image.clone(),
+            };
+            for resolver in &self.resolvers {
+                match resolver.resolve(lookup).await {
+                    Ok(found) => return Ok(found),
+                    Err(error) => last = error,
+                }
+            }
+            Err(last)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(command: &str) -> ImageEntrypoint {
+        ImageEntrypoint {
+            entrypoint: vec![command.to_owned()],
+            cmd: Vec::new(),
+        }
+    }
+
+    fn lookup(image: &str) -> ImageLookup {
+        ImageLookup {
+            image: image.to_owned(),
+            ..ImageLookup::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn chained_resolver_first_known_answer_wins() {
+        let first = StaticImageResolver::new(BTreeMap::from([("a".to_owned(), entry("/first"))]));
+        let second = StaticImageResolver::new(BTreeMap::from([
+            ("a".to_owned(), entry("/second")),
+            ("b".to_owned(), entry("/b")),
+        ]));
+        let chain = ChainedResolver::new(vec![
+            std::sync::Arc::new(first),
+            std::sync::Arc::new(second),
+        ]);
+        assert_eq!(
+            chain.resolve(&lookup("a")).await.ok(),
+            Some(entry("/first"))
+        );
+        assert_eq!(chain.resolve(&lookup("b")).await.ok(), Some(entry("/b")));
+        assert!(matches!(
+            chain.resolve(&lookup("c")).await,
+            Err(ImageError::Unknown { image }) if image == "c"
+        ));
+    }
+}

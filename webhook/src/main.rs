@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use webhook::config::{Cli, Command, InjectArgs, NoopArgs, ServeArgs};
+use webhook::image::{ChainedResolver, ImageResolver};
 use webhook::mutate::Mutator;
 use webhook::objects::{KubeObjects, NoObjects, ObjectSource};
+use webhook::registry::RegistryResolver;
 use webhook::selfcert::{SelfCertArgs, SelfManagedTls};
 use webhook::server::Server;
 use webhook::telemetry::{Metrics, init_logging};
@@ -53,13 +55,16 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = args.server.settings()?;
-    let config = args.operator.mutation_config()?;
-    let images = args.operator.static_images()?;
+    let mut config = args.operator.mutation_config()?;
+    let static_images = args.operator.static_images()?;
     let client = kube::Client::try_default().await;
     if let Some(tls) = self_managed_tls(&args.self_cert, client.as_ref().ok()).await? {
         settings.cert_file = tls.cert_file();
         settings.key_file = tls.key_file();
     }
+    // The registry lookup reads pull secrets through the API; without it only the operator's
+    // static map (IMAGE_ENTRYPOINT_FILE) knows entrypoints.
+    let client_for_registry = client.as_ref().ok().cloned();
     let objects: Arc<dyn ObjectSource> = match client {
         Ok(client) => Arc::new(KubeObjects::new(client)),
         Err(error) => {
@@ -70,8 +75,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(NoObjects)
         }
     };
+    let mut metrics = Metrics::new();
+    let images = match client_for_registry {
+        Some(client) => {
+            let registry = RegistryResolver::with_kube_client(args.registry.to_config()?, client)
+                .context("configuring the registry lookup")?;
+            config.image_failure_policy = Some(registry.failure_policy());
+            metrics.register_registry(registry.metrics());
+            Arc::new(ChainedResolver::new(vec![
+                static_images,
+                Arc::new(registry),
+            ])) as Arc<dyn ImageResolver>
+        }
+        None => static_images,
+    };
     let mutator = Mutator::new(config, images, objects);
-    let server = Server::bind(settings, mutator, Arc::new(Metrics::new()))
+    let server = Server::bind(settings, mutator, Arc::new(metrics))
         .await
         .context("starting the server")?;
     tracing::info!(

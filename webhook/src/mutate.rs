@@ -71,6 +71,9 @@ pub struct MutationConfig {
     pub run_as_group: i64,
     /// The value of [`annotations::INJECTED`].
     pub version: String,
+    /// What a failed image lookup does to the pod (`REGISTRY_FAILURE_POLICY`, when the
+    /// registry lookup is on); `None`: only that container is left uninjected, with a warning.
+    pub image_failure_policy: Option<crate::registry::FailurePolicy>,
 }
 
 impl Default for MutationConfig {
@@ -102,6 +105,7 @@ impl Default for MutationConfig {
             run_as_user: 65534,
             run_as_group: 65534,
             version: VERSION.to_owned(),
+            image_failure_policy: None,
         }
     }
 }
@@ -184,6 +188,8 @@ impl ListKind {
 enum Refusal {
     Deny(String),
     Invalid(String),
+    /// Allowed without a patch, with this warning (the registry failure policy).
+    AdmitUnmutated(String),
 }
 
 impl Mutator {
@@ -283,6 +289,14 @@ impl Mutator {
                 Decision::Invalid,
                 0,
             ),
+            Err(Refusal::AdmitUnmutated(message)) => {
+                warnings.push(message);
+                outcome(
+                    AdmissionResponse::allow(uid).with_warnings(warnings),
+                    Decision::NothingToInject,
+                    0,
+                )
+            }
         }
     }
 
@@ -340,7 +354,7 @@ impl Mutator {
         for (list, index, container, env) in planned {
             let Some(args) = self
                 .container_args(pod, namespace, container, warnings)
-                .await
+                .await?
             else {
                 continue;
             };
@@ -469,18 +483,27 @@ impl Mutator {
     }
 
     /// What a container runs after injection (original command + args), or `None` with a
-    /// warning when neither the spec nor the resolver knows it.
+    /// warning when neither the spec nor the resolver knows it. With a registry failure
+    /// policy configured, a failed lookup refuses (deny) or admits the pod unmutated instead.
     async fn container_args(
         &self,
         pod: &Pod,
         namespace: &str,
         container: &Container,
         warnings: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
+    ) -> Result<Option<Vec<String>>, Refusal> {
         let command = container.command.clone().unwrap_or_default();
         let args = container.args.clone().unwrap_or_default();
         if !command.is_empty() {
-            return Some(command.into_iter().chain(args).collect());
+            return Ok(Some(command.into_iter().chain(args).collect()));
+        }
+        if !crate::registry::lookup_enabled(pod.metadata.annotations.as_ref()) {
+            warnings.push(format!(
+                "container {}: no command and {}: \"false\"; vault-env is not injected into it",
+                container.name,
+                crate::registry::LOOKUP_ANNOTATION
+            ));
+            return Ok(None);
         }
         let lookup = image_lookup(pod, namespace, container);
         match self.images.resolve(&lookup).await {
@@ -498,18 +521,29 @@ impl Mutator {
                          container has no command; vault-env is not injected into it",
                         container.name, lookup.image
                     ));
-                    return None;
+                    return Ok(None);
                 }
-                Some(all)
+                Ok(Some(all))
             }
-            Err(error) => {
-                warnings.push(format!(
-                    "container {}: no command and the entrypoint is unknown ({error}); \
-                     vault-env is not injected into it; set `command` in the spec",
-                    container.name
-                ));
-                None
-            }
+            Err(error) => match self.config.image_failure_policy {
+                Some(policy) => match policy.on_error(&error) {
+                    crate::registry::FailureAction::Deny(message) => Err(Refusal::Deny(format!(
+                        "container {}: {message}",
+                        container.name
+                    ))),
+                    crate::registry::FailureAction::AdmitWithWarning(message) => Err(
+                        Refusal::AdmitUnmutated(format!("container {}: {message}", container.name)),
+                    ),
+                },
+                None => {
+                    warnings.push(format!(
+                        "container {}: no command and the entrypoint is unknown ({error}); \
+                         vault-env is not injected into it; set `command` in the spec",
+                        container.name
+                    ));
+                    Ok(None)
+                }
+            },
         }
     }
 

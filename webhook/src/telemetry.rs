@@ -108,6 +108,11 @@ impl Metrics {
         }
     }
 
+    /// Adds the registry lookup's metrics (`registry_…`) to the exposition.
+    pub fn register_registry(&mut self, metrics: &crate::registry::metrics::RegistryMetrics) {
+        metrics.register(&mut self.registry);
+    }
+
     /// Records one answered review.
     pub fn record(&self, meta: &ReviewMeta, outcome: &Outcome, seconds: f64) {
         self.duration.observe(seconds);

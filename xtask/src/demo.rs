@@ -714,15 +714,26 @@ fn exposure(unshare_pid: u32) -> Option<(u32, usize)> {
         {
             return Some((pid, entry.len() - "DB_PASSWORD=".len()));
         }
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            queue.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
+        queue.extend(children(pid));
     }
     None
+}
+
+/// The children of every thread of `pid` (a multi-threaded parent such as vault-env's daemon
+/// mode may fork from any thread).
+fn children(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 fn show_attacker_view(pod: &Value, app: &ContainerRun) -> Result<()> {
@@ -772,10 +783,16 @@ fn guard_part() -> Result<()> {
     say("from outside, as `kubectl exec` does) tries to get at the secret...");
     let status = cargo(&["xtask", "vm-test", "--scenario", GUARD_SCENARIO])
         .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
         .status()
         .context("running cargo xtask vm-test")?;
     let log = workspace_root().join("target/vm/latest.log");
     let console = std::fs::read_to_string(&log).unwrap_or_default();
+    if !status.success() && !console.contains(&format!("VMTEST SCENARIO {GUARD_SCENARIO} END")) {
+        bail!(
+            "cargo xtask vm-test --scenario {GUARD_SCENARIO} failed before the scenario ran (see its output above)"
+        );
+    }
     let attempts = [
         ("exec_read_environ", "cat /proc/<app>/environ"),
         ("exec_read_mem", "read /proc/<app>/mem"),
