@@ -9,8 +9,12 @@ use anyhow::{Context as _, Result, ensure};
 use super::Figure;
 
 /// Builds the shipped `vault-env` (static, stripped, `dist` profile) through `cargo xtask
-/// dist`'s own build function and returns its path.
+/// dist`'s own build function and returns its path. `XTASK_BENCH_VAULT_ENV=PATH` benches an
+/// already-built binary instead (e.g. while another `cargo xtask dist` holds the build lock).
 pub fn static_vault_env() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("XTASK_BENCH_VAULT_ENV") {
+        return Ok(PathBuf::from(path));
+    }
     let binary = crate::dist::BINARIES
         .iter()
         .find(|b| b.bin == "vault-env")
