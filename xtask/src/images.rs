@@ -182,7 +182,14 @@ pub fn build_layout(
     )?;
     write(&out.join("index.json"), &index)?;
     // Read back what a registry client would read: catches any descriptor/blob mismatch.
-    read_layout(out).with_context(|| format!("check {}", out.display()))?;
+    let checked = read_layout(out).with_context(|| format!("check {}", out.display()))?;
+    ensure!(
+        checked.manifest == manifest
+            && checked.config == config
+            && checked.layers == [layer.clone()],
+        "{} does not read back as written",
+        out.display()
+    );
     Ok(BuiltImage {
         name: spec.name.to_owned(),
         dir: out.to_owned(),

@@ -1,11 +1,7 @@
-//! `cargo xtask dist`'s OCI layouts: built from the binaries of this test's target directory
-//! (debug builds; the layout does not depend on static linking, `cargo xtask dist` feeds it
-//! the static release binaries), checked blob by blob, pushed to the real distribution
-//! registry (TLS + htpasswd) and resolved through the webhook's own registry lookup.
-//!
-//! The binaries are the ones `cargo test --workspace` builds for the other crates'
-//! integration tests (`target/debug/{vault-env,vault-secrets-webhook,ebpf-guard}`); run
-//! `cargo build --workspace --bins` first when running this test alone.
+//! `cargo xtask dist`'s OCI layouts: built from small stand-in executables (the layout does
+//! not depend on the binary; `cargo xtask dist` feeds it the static release binaries),
+//! checked blob by blob, pushed to the real distribution registry (TLS + htpasswd) and
+//! resolved through the webhook's own registry lookup.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../src/images.rs"]
@@ -28,22 +24,20 @@ use webhook::registry::{RegistryConfig, RegistryResolver};
 
 const NS: &str = "apps";
 
-/// `target/<profile>/`, where cargo puts the workspace's binaries.
+/// A directory of small stand-in executables named like the three programs (copies of the
+/// host's `true`): the layout does not depend on which ELF it carries, and the workspace's
+/// debug binaries (hundreds of MB) made this test take minutes. `cargo xtask dist` feeds the
+/// static release binaries.
 fn binaries_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_owned();
-    for spec in IMAGES {
-        assert!(
-            dir.join(spec.name).is_file(),
-            "{} is missing: run `cargo build --workspace --bins` (cargo test --workspace builds it)",
-            dir.join(spec.name).display()
-        );
-    }
-    dir
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for spec in IMAGES {
+            std::fs::copy("/bin/true", dir.path().join(spec.name)).unwrap();
+        }
+        dir
+    });
+    dir.path().to_owned()
 }
 
 fn build(out: &std::path::Path) -> Vec<BuiltImage> {
