@@ -38,7 +38,10 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[allow(clippy::large_enum_variant, reason = "parsed once at start-up; boxing buys nothing")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing buys nothing"
+)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve admission reviews over HTTPS.

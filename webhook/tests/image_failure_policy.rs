@@ -46,9 +46,16 @@ async fn failed_lookup_with_deny_policy_denies_naming_container_and_image() {
     let outcome = review(Some(FailurePolicy::Deny), &pod_without_command(json!({}))).await;
     assert_eq!(outcome.decision, Decision::Denied);
     assert!(!outcome.response.allowed);
-    let message = outcome.response.status.map(|s| s.message).unwrap_or_default();
+    let message = outcome
+        .response
+        .status
+        .map(|s| s.message)
+        .unwrap_or_default();
     assert!(message.contains("container redis"), "{message}");
-    assert!(message.contains("registry.invalid/team/redis:7"), "{message}");
+    assert!(
+        message.contains("registry.invalid/team/redis:7"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
