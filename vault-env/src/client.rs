@@ -450,11 +450,19 @@ fn tls_config(
     Ok(config)
 }
 
-/// `VAULT_SKIP_VERIFY=true`: accepts any server certificate, still checking that the
-/// handshake signatures are valid for the certificate presented.
+/// `VAULT_SKIP_VERIFY=true` (and the webhook's `REGISTRY_SKIP_VERIFY`): accepts any server
+/// certificate, still checking that the handshake signatures are valid for the certificate
+/// presented.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+pub struct AcceptAnyCertificate {
     provider: Arc<CryptoProvider>,
+}
+
+impl AcceptAnyCertificate {
+    /// A verifier checking handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self { provider }
+    }
 }
 
 impl ServerCertVerifier for AcceptAnyCertificate {
