@@ -65,8 +65,9 @@ fn demo_test() -> Result<()> {
     use std::io::{BufRead as _, BufReader};
     println!("==> demo");
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe().context("locating xtask")?)
-        .args(["demo", "--debug"])
+    // Through cargo, not `current_exe()`: the tests step rebuilt the xtask binary, so the
+    // running executable's path now names a deleted file.
+    let mut child = cargo(&["xtask", "demo", "--debug"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()
