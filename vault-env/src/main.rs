@@ -55,7 +55,17 @@ fn copy_self_command(args: &[OsString]) -> Result<std::path::PathBuf> {
     let [dir] = args else {
         bail!("usage: vault-env copy-self DIR");
     };
-    Ok(copy_self::copy_self(std::path::Path::new(dir))?)
+    let dir = std::path::Path::new(dir);
+    // The mode file first: the guard agent must never see the binary without it.
+    if let Some(mode) = std::env::var_os(copy_self::GUARD_MODE_ENV) {
+        let mode = mode.to_string_lossy();
+        let written = copy_self::write_guard_mode(dir, &mode)?;
+        eprintln!(
+            "vault-env: guard mode {mode} written to {}",
+            written.display()
+        );
+    }
+    Ok(copy_self::copy_self(dir)?)
 }
 
 /// Resolve and exec; returns only with an error.

@@ -668,3 +668,45 @@ fn no_command_is_an_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no command given"));
 }
+
+#[test]
+fn copy_self_with_guard_mode_writes_mode_file_next_to_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(VAULT_ENV)
+        .arg("copy-self")
+        .arg(dir.path())
+        .env_clear()
+        .env("STRONGROOM_GUARD_MODE", "audit")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("guard-mode")).unwrap(),
+        "audit\n"
+    );
+    assert!(dir.path().join("vault-env").is_file());
+}
+
+#[test]
+fn copy_self_with_unknown_guard_mode_fails_and_installs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(VAULT_ENV)
+        .arg("copy-self")
+        .arg(dir.path())
+        .env_clear()
+        .env("STRONGROOM_GUARD_MODE", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("STRONGROOM_GUARD_MODE must be enforce or audit, not \"off\""),
+        "{stderr}"
+    );
+    // Without its mode the pod would run less strictly than asked: no binary either.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Probe, VolumeMount};
 use serde_json::{Value, json};
+use vault_env::copy_self::GUARD_MODE_ENV;
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, PatchOp};
 use crate::annotations::{self, Annotations};
@@ -746,9 +747,7 @@ impl Mutator {
         ];
         env.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         match annotations.project(annotations::GUARD_MODE) {
-            Some(mode @ ("enforce" | "audit")) => {
-                env.push(("STRONGROOM_GUARD_MODE", mode.to_owned()))
-            }
+            Some(mode @ ("enforce" | "audit")) => env.push((GUARD_MODE_ENV, mode.to_owned())),
             Some(other) => warnings.push(format!(
                 "annotation {} must be enforce or audit, not {other:?}; ignored",
                 annotations::GUARD_MODE
@@ -876,7 +875,14 @@ impl Mutator {
     /// The `copy-vault-env` init container, Pod Security "restricted".
     fn init_container(&self, settings: &PodSettings) -> Value {
         let config = &self.config;
-        json!({
+        // copy-self writes the pod's guard mode next to the binary for ebpf-guard to read.
+        let env: Vec<Value> = settings
+            .env
+            .iter()
+            .filter(|(name, _)| name == GUARD_MODE_ENV)
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        let mut container = json!({
             "name": INIT_CONTAINER_NAME,
             "image": settings.image,
             "imagePullPolicy": settings.pull_policy,
@@ -896,7 +902,11 @@ impl Mutator {
                 "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-        })
+        });
+        if !env.is_empty() {
+            container["env"] = Value::Array(env);
+        }
+        container
     }
 }
 

@@ -524,6 +524,13 @@ fn pod_guard_mode_copied_and_passthrough_token_stripped() {
         env_of(app, "STRONGROOM_GUARD_MODE").as_deref(),
         Some("audit")
     );
+    // The init container's copy-self writes the mode file ebpf-guard reads.
+    let init = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap();
+    let copy = init.iter().find(|c| c.name == "copy-vault-env").unwrap();
+    assert_eq!(
+        env_of(copy, "STRONGROOM_GUARD_MODE").as_deref(),
+        Some("audit")
+    );
     assert_eq!(
         env_of(app, "VAULT_ENV_PASSTHROUGH").as_deref(),
         Some("VAULT_ADDR")
