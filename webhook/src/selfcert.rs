@@ -24,6 +24,7 @@
 //! replaced, never repaired. Private keys are held in [`Zeroizing`] buffers here; the typed
 //! Kubernetes client copies them into its own request/response buffers, which are not wiped.
 
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use rcgen::{
 };
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
+use x509_parser::extensions::GeneralName;
 use zeroize::Zeroizing;
 
 /// Secret keys (`kubernetes.io/tls` plus the CA and its key).
@@ -72,7 +74,8 @@ pub struct SelfCertArgs {
     /// Namespace of that Secret (empty: the service account's namespace).
     #[arg(long, env = "TLS_SECRET_NAMESPACE", default_value = "")]
     pub tls_secret_namespace: String,
-    /// DNS names of the serving certificate, comma-separated.
+    /// Names of the serving certificate, comma-separated (DNS names; an IP literal becomes an
+    /// IP address SAN).
     #[arg(long, env = "TLS_DNS_NAMES", value_delimiter = ',')]
     pub tls_dns_names: Vec<String>,
     /// The MutatingWebhookConfiguration whose `caBundle`s are patched.
@@ -308,26 +311,40 @@ impl SelfManagedTls {
     }
 
     /// Re-runs [`Self::reconcile`] every [`SelfCertSettings::check_interval`], forever
-    /// (spawn it; it ends with the runtime). Failures are logged and retried.
+    /// (spawn it; it ends with the runtime). A failed pass is retried sooner, after 1 s,
+    /// 2 s, 4 s … up to the interval: a replica that started while the API server was
+    /// unreachable has no certificate and is not ready until a pass succeeds.
     pub async fn run(self: Arc<Self>) {
-        let mut ticker = tokio::time::interval(self.settings.check_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        const FIRST_RETRY: Duration = Duration::from_secs(1);
+        let interval = self.settings.check_interval;
+        let mut retry = FIRST_RETRY.min(interval);
         loop {
-            ticker.tick().await;
-            match self.reconcile().await {
-                Ok(done) if done != Reconciled::default() => tracing::info!(
-                    stored = done.stored,
-                    written = done.written,
-                    patched_webhooks = done.patched_webhooks,
-                    secret = %self.settings.secret_name,
-                    "self-managed TLS updated"
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(
-                    error = %error,
-                    "self-managed TLS check failed; retrying at the next interval"
-                ),
-            }
+            let wait = match self.reconcile().await {
+                Ok(done) => {
+                    if done != Reconciled::default() {
+                        tracing::info!(
+                            stored = done.stored,
+                            written = done.written,
+                            patched_webhooks = done.patched_webhooks,
+                            secret = %self.settings.secret_name,
+                            "self-managed TLS updated"
+                        );
+                    }
+                    retry = FIRST_RETRY.min(interval);
+                    interval
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = %error,
+                        retry_in_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX),
+                        "self-managed TLS check failed; retrying"
+                    );
+                    let wait = retry;
+                    retry = (retry * 2).min(interval);
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -502,10 +519,7 @@ fn plan(
             previous.flatten().as_deref(),
         )?));
     }
-    let covers = settings
-        .dns_names
-        .iter()
-        .all(|n| cert_info.dns_names.iter().any(|have| have == n));
+    let covers = settings.dns_names.iter().all(|n| cert_info.covers(n));
     if cert_info.not_after - now_ts < third(settings.serving_validity) || !covers {
         let Some(ca_pem) = first_pem(&stored.ca_bundle) else {
             return Ok(Plan::Replace(fresh_material(settings, now, None)?));
@@ -595,30 +609,46 @@ fn serving_cert(
 struct CertInfo {
     not_after: i64,
     dns_names: Vec<String>,
+    /// IP address SANs: rcgen turns a configured name that parses as an IP into one, so a
+    /// check on DNS names alone would never see it and would renew on every pass.
+    ip_addresses: Vec<IpAddr>,
 }
 
-/// Expiry and DNS names of the first certificate in `pem`; `None` if it does not parse.
+impl CertInfo {
+    /// Whether a configured name (DNS name or IP literal) is among the certificate's SANs.
+    fn covers(&self, name: &str) -> bool {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => self.ip_addresses.contains(&ip),
+            Err(_) => self.dns_names.iter().any(|have| have == name),
+        }
+    }
+}
+
+/// Expiry and SAN names of the first certificate in `pem`; `None` if it does not parse.
 fn cert_info(pem: &str) -> Option<CertInfo> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
-    let dns_names = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        ip_addresses.push(IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        ip_addresses.push(IpAddr::from(v6));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
     Some(CertInfo {
         not_after: cert.validity().not_after.timestamp(),
         dns_names,
+        ip_addresses,
     })
 }
 
@@ -775,6 +805,22 @@ mod tests {
                 .dns_names
                 .contains(&"extra.example".to_owned())
         );
+    }
+
+    #[test]
+    fn plan_ip_address_name_keeps_fresh_material() {
+        let mut with_ip = settings();
+        with_ip.dns_names.push("127.0.0.1".to_owned());
+        with_ip.dns_names.push("::1".to_owned());
+        let now = OffsetDateTime::now_utc();
+        let material = fresh_material(&with_ip, now, None).unwrap();
+        let info = cert_info(&material.cert).unwrap();
+        assert!(info.covers("127.0.0.1") && info.covers("::1"));
+        assert!(!info.covers("10.0.0.1"));
+        assert!(matches!(
+            plan(Some(material), &with_ip, now).unwrap(),
+            Plan::Keep(_)
+        ));
     }
 
     #[test]
