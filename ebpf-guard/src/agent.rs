@@ -1,7 +1,6 @@
-//! The `run` loop: LSM check, load/pin (or reuse), registration rescans, audit event drain,
-//! health and metrics.
+//! The `run` loop: LSM check, load/pin (or reuse), the API server side (pod watch, Event
+//! recorder), registration rescans, audit event drain, health and metrics.
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -9,17 +8,17 @@ use aya::maps::{MapData, RingBuf};
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
-use ebpf_guard::abi::{
-    CONFIG_HOST_BYPASS, DECISION_ALLOW, GuardConfig, HOOK_LINEAGE_START, RawEvent,
-};
+use ebpf_guard::abi::{CONFIG_HOST_BYPASS, GuardConfig, RawEvent};
 use ebpf_guard::backfill;
 use ebpf_guard::cgroup::{self, CgroupIndex};
 use ebpf_guard::config::RunConfig;
-use ebpf_guard::event::{AuditRecord, Clock, decision_name, hook_name};
+use ebpf_guard::event::{AuditRecord, AuditSink, Clock};
 use ebpf_guard::kubelet;
 use ebpf_guard::loader::{self, Guard, LoadOptions, LsmSupport};
 use ebpf_guard::metrics::Metrics;
+use ebpf_guard::pods::{self, ApiSource, PodDirectory};
 use ebpf_guard::protect;
+use ebpf_guard::recorder::{self, EventSender, Reporter};
 use ebpf_guard::server::{self, Health};
 
 /// How often the ring buffer is drained.
@@ -43,13 +42,6 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
 
-    if config.kube_events {
-        // Not built in yet: audit events go to stdout and metrics only. Said loudly so
-        // nobody mistakes the flag for a working Event sink.
-        tracing::warn!(
-            "--kube-events: Kubernetes Events are not implemented in this build; audit events go to stdout and /metrics only"
-        );
-    }
     let support = loader::probe_lsm(std::path::Path::new(loader::LSM_PATH));
     if support != LsmSupport::Usable {
         let message = support.message();
@@ -101,8 +93,16 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         .set_config(guard_config)
         .context("write guard config")?;
 
+    let (directory, event_sender) = start_api(&config, &metrics).await;
     let mut pods = BTreeMap::new();
-    rescan(&mut guard, &config, &mut cgroups, &mut pods, &metrics)?;
+    rescan(
+        &mut guard,
+        &config,
+        &mut cgroups,
+        &mut pods,
+        &directory,
+        &metrics,
+    )?;
     if let Some((kubepods_dir, _, _)) = &kubepods {
         backfill_running(&mut guard, &config, &cgroups, &pods, kubepods_dir)?;
     }
@@ -113,7 +113,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         &format!("enforcing (node mode {})", config.mode.as_str()),
     );
     metrics.ready.set(1);
-    let clock = Clock::now();
+    let mut sink = AuditSink::new(
+        &config.node_name,
+        Clock::now(),
+        std::io::stdout(),
+        Arc::clone(&metrics),
+        directory.clone(),
+        event_sender,
+    );
     let mut ticker = tokio::time::interval(config.rescan);
     let mut drain_tick = tokio::time::interval(DRAIN_PERIOD);
     loop {
@@ -121,19 +128,74 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = ticker.tick() => {
-                if let Err(error) = rescan(&mut guard, &config, &mut cgroups, &mut pods, &metrics) {
+                if let Err(error) = rescan(&mut guard, &config, &mut cgroups, &mut pods, &directory, &metrics) {
                     tracing::error!(error = %format!("{error:#}"), "rescan failed");
                 }
             }
             // Reading the ring buffer's positions is cheap; polling it keeps this module free
             // of the unsafe fd registration an async readiness wait would need.
             _ = drain_tick.tick() => {
-                drain(&mut events, &config, &clock, &mut cgroups, &pods, &metrics);
+                drain(&mut events, &mut sink, &mut cgroups, &pods);
             }
         }
     }
     tracing::info!("agent stopping; pinned programs stay attached");
     Ok(())
+}
+
+/// Connects to the API server when one is configured: starts the pod watch (names and
+/// annotation modes) and, with `--kube-events`, the Event recorder. Any failure leaves the
+/// agent enforcing from the kubelet's disk layout, with the reason logged.
+async fn start_api(
+    config: &RunConfig,
+    metrics: &Arc<Metrics>,
+) -> (PodDirectory, Option<EventSender>) {
+    let directory = PodDirectory::new();
+    let Some(source) = ApiSource::detect(config.kubeconfig.as_deref()) else {
+        tracing::info!(
+            "no API server configured (no --kubeconfig, not in a cluster): pods come from the kubelet's disk layout only and audit events name pods by uid"
+        );
+        if config.kube_events {
+            tracing::warn!(
+                "--kube-events needs an API server; no Kubernetes Events will be posted"
+            );
+        }
+        return (directory, None);
+    };
+    let client = match source.client().await {
+        Ok(client) => client,
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            tracing::error!(
+                error = %format!("{error:#}"),
+                ?source,
+                "cannot build the Kubernetes client: enforcing from the kubelet's disk layout only, without pod names, annotation modes or Kubernetes Events"
+            );
+            return (directory, None);
+        }
+    };
+    tokio::spawn(pods::watch(
+        client.clone(),
+        config.node_name.clone(),
+        directory.clone(),
+        Arc::clone(metrics),
+    ));
+    let sender = config.kube_events.then(|| {
+        let (sender, queue) = recorder::queue(recorder::QUEUE_CAPACITY, Arc::clone(metrics));
+        tokio::spawn(recorder::run(
+            client,
+            Reporter::for_node(&config.node_name),
+            queue,
+            config.kube_events_window,
+            Arc::clone(metrics),
+        ));
+        tracing::info!(
+            window = ?config.kube_events_window,
+            "Kubernetes Events enabled (aggregated per pod, hook and decision)"
+        );
+        sender
+    });
+    (directory, sender)
 }
 
 /// Claims containers that were running before the guard (see `ebpf_guard::backfill`).
@@ -184,10 +246,13 @@ fn rescan(
     config: &RunConfig,
     cgroups: &mut CgroupIndex,
     pods: &mut BTreeMap<String, kubelet::ProtectedPod>,
+    directory: &PodDirectory,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     *pods = kubelet::scan(&config.kubelet_root)
         .with_context(|| format!("scan {}", config.kubelet_root.display()))?;
+    // The pod's annotation can only tighten what the node and the guard-mode file ask for.
+    directory.apply_modes(pods);
     cgroups.refresh();
     let changes = protect::reconcile(guard, pods, config.mode, Some(cgroups))?;
     for cg in &changes.protected {
@@ -224,22 +289,18 @@ fn rescan(
 
 fn drain(
     ring: &mut RingBuf<MapData>,
-    config: &RunConfig,
-    clock: &Clock,
+    sink: &mut AuditSink<std::io::Stdout>,
     cgroups: &mut CgroupIndex,
     pods: &BTreeMap<String, kubelet::ProtectedPod>,
-    metrics: &Metrics,
 ) {
-    let stdout = std::io::stdout();
     while let Some(item) = ring.next() {
         let Some(raw) = RawEvent::from_bytes(&item) else {
             tracing::warn!(len = item.len(), "short ring buffer record");
             continue;
         };
-        metrics.count_event(hook_name(raw.hook), decision_name(raw.decision));
         let identity = cgroups.resolve(AuditRecord::identity_cgroup(&raw));
-        let record = AuditRecord::new(&raw, &config.node_name, clock, identity.as_ref(), &|_| None);
-        if raw.hook == HOOK_LINEAGE_START && raw.decision == DECISION_ALLOW {
+        let record = sink.process(&raw, identity.as_ref());
+        if !AuditRecord::is_access_decision(&raw) {
             let known = record
                 .pod_uid
                 .as_ref()
@@ -248,16 +309,12 @@ fn drain(
                 cgroup = raw.lineage_cg,
                 pid = raw.subject_pid,
                 comm = ?record.subject.comm,
-                pod = ?record.pod_uid,
+                pod = ?record.pod,
+                namespace = ?record.namespace,
                 container = ?record.container,
                 known_pod = known,
                 "container protected"
             );
-            continue;
         }
-        let mut out = stdout.lock();
-        // A closed stdout must not stop enforcement bookkeeping; the counter still moved.
-        let _ = writeln!(out, "{}", record.to_json());
-        let _ = out.flush();
     }
 }

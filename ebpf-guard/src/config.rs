@@ -102,10 +102,17 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "GUARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Reserved: post a Kubernetes Event on the pod for each denial. Accepted for the chart's
-    /// contract; this build logs a warning and emits audit events on stdout only.
+    /// Kubeconfig of the API server (default: the pod's service account when
+    /// `KUBERNETES_SERVICE_HOST` is set; otherwise no API server: pods from disk only).
+    #[arg(long, env = "GUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Also post a Kubernetes Event on the pod for each denied or audited attempt (aggregated
+    /// per pod, hook and decision; needs an API server).
     #[arg(long, env = "GUARD_KUBE_EVENTS")]
     pub kube_events: bool,
+    /// Least time between two updates of one Event series (repeats in between only count).
+    #[arg(long, env = "GUARD_KUBE_EVENTS_WINDOW_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub kube_events_window_ms: u64,
     /// Cgroup v2 mount point (default: found in /proc/self/mountinfo).
     #[arg(long, env = "GUARD_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
@@ -129,8 +136,12 @@ pub struct RunConfig {
     pub listen: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
+    /// Kubeconfig override.
+    pub kubeconfig: Option<PathBuf>,
     /// Post Kubernetes Events.
     pub kube_events: bool,
+    /// Least time between two updates of one Event series.
+    pub kube_events_window: Duration,
     /// Cgroup v2 root override.
     pub cgroup_root: Option<PathBuf>,
     /// Rescan period.
@@ -173,7 +184,9 @@ impl TryFrom<RunArgs> for RunConfig {
             pin_dir: args.pin_dir,
             listen: args.listen,
             log_format: args.log_format,
+            kubeconfig: args.kubeconfig,
             kube_events: args.kube_events,
+            kube_events_window: Duration::from_millis(args.kube_events_window_ms),
             cgroup_root: args.cgroup_root,
             rescan: Duration::from_millis(args.rescan_ms),
         })
@@ -210,8 +223,17 @@ mod tests {
             "--log-format",
             "json",
             "--kube-events",
+            "--kubeconfig",
+            "/etc/guard/kubeconfig",
+            "--kube-events-window-ms",
+            "5000",
         ])
         .expect("valid flags");
+        assert_eq!(
+            config.kubeconfig,
+            Some(PathBuf::from("/etc/guard/kubeconfig"))
+        );
+        assert_eq!(config.kube_events_window, Duration::from_secs(5));
         assert_eq!(config.mode, Mode::Audit);
         assert_eq!(config.node_name, "node-1");
         assert_eq!(config.log_format, LogFormat::Json);
@@ -225,6 +247,8 @@ mod tests {
         assert_eq!(config.mode, Mode::Enforce);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.pin_dir, PathBuf::from("/sys/fs/bpf/strongroom"));
+        assert_eq!(config.kubeconfig, None);
+        assert_eq!(config.kube_events_window, Duration::from_secs(30));
     }
 
     #[test]

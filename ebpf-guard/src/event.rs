@@ -1,9 +1,14 @@
-//! Audit events: from the kernel's ring-buffer record to one JSON line with pod identity.
+//! Audit events: from the kernel's ring-buffer record to one JSON line with pod identity, and
+//! the [`AuditSink`] that sends each one to stdout, the metrics and (optionally) the Kubernetes
+//! Event recorder.
 //!
 //! # Security
 //! `comm` values are chosen by the (possibly hostile) processes themselves (`prctl
 //! PR_SET_NAME`): they are decoded lossily and only ever serialized through serde_json, which
 //! escapes quotes and control characters, so a crafted name cannot forge or split a line.
+use std::io::Write;
+use std::sync::Arc;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -13,6 +18,9 @@ use crate::abi::{
     HOOK_LINEAGE_START, HOOK_PTRACE_ACCESS_CHECK, HOOK_TASK_KILL, RawEvent,
 };
 use crate::cgroup::CgroupIdentity;
+use crate::metrics::Metrics;
+use crate::pods::{PodDirectory, PodInfo};
+use crate::recorder::EventSender;
 
 /// Name of a hook id as it appears in logs and metrics.
 pub fn hook_name(hook: u32) -> &'static str {
@@ -74,6 +82,9 @@ pub struct AuditRecord {
     pub pod_uid: Option<String>,
     /// Container id.
     pub container: Option<String>,
+    /// Container name, when the API server reported the container's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     /// Hook name.
     pub hook: &'static str,
     /// Decision name.
@@ -127,24 +138,29 @@ impl Clock {
     }
 }
 
-/// Pod name and namespace for a uid, when an API server is available.
-pub type PodNames<'a> = &'a dyn Fn(&str) -> Option<(String, String)>;
-
 impl AuditRecord {
-    /// Builds the record for `raw`, with the identity of the cgroup the event is about: the
-    /// protected lineage's container when there is one, else the subject's cgroup.
+    /// Builds the record for `raw`, with the identity of the cgroup the event is about (the
+    /// protected lineage's container when there is one, else the subject's cgroup) and what the
+    /// API server says about that pod, if anything.
     pub fn new(
         raw: &RawEvent,
         node: &str,
         clock: &Clock,
         identity: Option<&CgroupIdentity>,
-        names: PodNames<'_>,
+        pod_info: Option<&PodInfo>,
     ) -> Self {
         let pod_uid = identity.and_then(|i| i.pod_uid.clone());
-        let (namespace, pod) = match pod_uid.as_deref().and_then(names) {
-            Some((namespace, name)) => (Some(namespace), Some(name)),
+        let container = identity.and_then(|i| i.container_id.clone());
+        // Only the pod the cgroup names may label the event.
+        let pod_info = pod_info.filter(|info| pod_uid.as_deref() == Some(info.uid.as_str()));
+        let (namespace, pod) = match pod_info {
+            Some(info) => (Some(info.namespace.clone()), Some(info.name.clone())),
             None => (None, pod_uid.clone()),
         };
+        let container_name = pod_info
+            .zip(container.as_deref())
+            .and_then(|(info, id)| info.container_name(id))
+            .map(str::to_owned);
         let target = (raw.target_pid != 0).then(|| Target {
             pid: raw.target_pid,
             comm: abi::comm_str(&raw.target_comm),
@@ -159,7 +175,8 @@ impl AuditRecord {
             namespace,
             pod,
             pod_uid,
-            container: identity.and_then(|i| i.container_id.clone()),
+            container,
+            container_name,
             hook: hook_name(raw.hook),
             decision: decision_name(raw.decision),
             subject: Subject {
@@ -187,6 +204,69 @@ impl AuditRecord {
     /// One JSON line.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Lineage starts are bookkeeping (a container got its root), not access decisions.
+    pub fn is_access_decision(raw: &RawEvent) -> bool {
+        !(raw.hook == HOOK_LINEAGE_START && raw.decision == DECISION_ALLOW)
+    }
+}
+
+/// Where audit events go: one JSON line each on `out`, a counter by hook and decision, and a
+/// Kubernetes Event through the recorder's queue when one is configured. Nothing here waits
+/// on the network: the queue is bounded and a full queue drops (and counts) the Event only.
+pub struct AuditSink<W> {
+    node: String,
+    clock: Clock,
+    out: W,
+    metrics: Arc<Metrics>,
+    pods: PodDirectory,
+    events: Option<EventSender>,
+}
+
+impl<W: Write> AuditSink<W> {
+    /// A sink writing lines to `out`, naming pods from `pods`, posting Events via `events`.
+    pub fn new(
+        node: &str,
+        clock: Clock,
+        out: W,
+        metrics: Arc<Metrics>,
+        pods: PodDirectory,
+        events: Option<EventSender>,
+    ) -> Self {
+        Self {
+            node: node.to_owned(),
+            clock,
+            out,
+            metrics,
+            pods,
+            events,
+        }
+    }
+
+    /// Counts one kernel event, builds its record and, for access decisions, writes the line
+    /// and offers it to the Event recorder. Returns the record.
+    pub fn process(&mut self, raw: &RawEvent, identity: Option<&CgroupIdentity>) -> AuditRecord {
+        self.metrics
+            .count_event(hook_name(raw.hook), decision_name(raw.decision));
+        let pod = identity
+            .and_then(|i| i.pod_uid.as_deref())
+            .and_then(|uid| self.pods.get(uid));
+        let record = AuditRecord::new(raw, &self.node, &self.clock, identity, pod.as_ref());
+        if AuditRecord::is_access_decision(raw) {
+            // A closed stdout must not stop enforcement bookkeeping; the counter still moved.
+            let _ = writeln!(self.out, "{}", record.to_json());
+            let _ = self.out.flush();
+            if let Some(events) = &self.events {
+                events.offer(&record);
+            }
+        }
+        record
+    }
+
+    /// The writer (tests read the lines back).
+    pub fn out(&self) -> &W {
+        &self.out
     }
 }
 
@@ -225,7 +305,7 @@ mod tests {
             crate::cgroup::identify("kubepods/pod0f0e0d0c-0000-1111-2222-333344445555/c0ffee");
         let clock = Clock::with_offset(1_764_446_400_000_000_000);
         let raw = ptrace_denial();
-        let record = AuditRecord::new(&raw, "node-1", &clock, Some(&identity), &|_| None);
+        let record = AuditRecord::new(&raw, "node-1", &clock, Some(&identity), None);
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).expect("json");
         assert_eq!(json["time"], "2025-11-29T20:00:01.5Z");
         assert_eq!(json["node"], "node-1");
@@ -240,27 +320,60 @@ mod tests {
         assert_eq!(json["target"]["comm"], "canary_app");
         assert_eq!(json["ptrace_mode"], 0x11);
         assert!(json.get("namespace").is_none());
+        assert!(json.get("container_name").is_none());
         assert!(json.get("inode").is_none());
         assert_eq!(AuditRecord::identity_cgroup(&raw), 88);
+    }
+
+    fn pod_info(uid: &str) -> PodInfo {
+        PodInfo {
+            uid: uid.to_owned(),
+            namespace: "payments".to_owned(),
+            name: "api-7d9f".to_owned(),
+            containers: vec![crate::pods::ContainerInfo {
+                name: "app".to_owned(),
+                id: Some("c0ffee".to_owned()),
+            }],
+            mode: None,
+            injected: true,
+        }
     }
 
     #[test]
     fn audit_record_names_from_api_replace_uid() {
         let identity =
             crate::cgroup::identify("kubepods/pod0f0e0d0c-0000-1111-2222-333344445555/c0ffee");
-        let names = |uid: &str| {
-            (uid == "0f0e0d0c-0000-1111-2222-333344445555")
-                .then(|| ("payments".to_owned(), "api-7d9f".to_owned()))
-        };
+        let info = pod_info("0f0e0d0c-0000-1111-2222-333344445555");
         let record = AuditRecord::new(
             &ptrace_denial(),
             "n",
             &Clock::with_offset(0),
             Some(&identity),
-            &names,
+            Some(&info),
         );
         assert_eq!(record.namespace.as_deref(), Some("payments"));
         assert_eq!(record.pod.as_deref(), Some("api-7d9f"));
+        assert_eq!(record.container_name.as_deref(), Some("app"));
+        assert_eq!(record.container.as_deref(), Some("c0ffee"));
+    }
+
+    #[test]
+    fn audit_record_other_pods_info_is_not_used() {
+        let identity =
+            crate::cgroup::identify("kubepods/pod0f0e0d0c-0000-1111-2222-333344445555/c0ffee");
+        let info = pod_info("99999999-0000-1111-2222-333344445555");
+        let record = AuditRecord::new(
+            &ptrace_denial(),
+            "n",
+            &Clock::with_offset(0),
+            Some(&identity),
+            Some(&info),
+        );
+        assert_eq!(record.namespace, None);
+        assert_eq!(
+            record.pod.as_deref(),
+            Some("0f0e0d0c-0000-1111-2222-333344445555")
+        );
     }
 
     #[test]
@@ -273,7 +386,7 @@ mod tests {
             subject_comm: comm("cat"),
             ..RawEvent::default()
         };
-        let record = AuditRecord::new(&raw, "n", &Clock::with_offset(0), None, &|_| None);
+        let record = AuditRecord::new(&raw, "n", &Clock::with_offset(0), None, None);
         assert_eq!(record.hook, "file_open");
         assert_eq!(record.decision, "audit");
         assert_eq!(record.inode, Some(999));
@@ -290,7 +403,7 @@ mod tests {
             subject_comm: comm("x\"}\n{\"decision"),
             ..RawEvent::default()
         };
-        let line = AuditRecord::new(&raw, "n", &Clock::with_offset(0), None, &|_| None).to_json();
+        let line = AuditRecord::new(&raw, "n", &Clock::with_offset(0), None, None).to_json();
         assert!(!line.contains('\n'));
         let json: serde_json::Value = serde_json::from_str(&line).expect("one valid object");
         assert_eq!(json["decision"], "deny");

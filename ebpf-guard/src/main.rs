@@ -11,6 +11,9 @@ use ebpf_guard::loader::{self, LsmSupport};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The Kubernetes client builds its TLS config from the process default: make it ring's
+    // (the only provider compiled in) explicitly rather than by crate-feature inference.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Probe => {
             let support = loader::probe_lsm(std::path::Path::new(loader::LSM_PATH));

@@ -1,5 +1,5 @@
 //! Prometheus metrics of the agent: audit events by hook and decision, kernel-side
-//! counters, protected pods and readiness.
+//! counters, protected pods, readiness, and the API server side (pod watch, Kubernetes Events).
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,6 +15,15 @@ pub struct EventLabels {
     pub decision: String,
 }
 
+/// Labels of the Kubernetes Event API calls counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// `create` or `patch`.
+    pub verb: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
 /// Every metric the agent exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -28,6 +37,18 @@ pub struct Metrics {
     pub protected_pods: Gauge,
     /// 1 when the guard enforces, 0 otherwise.
     pub ready: Gauge,
+    /// 1 while the pod list/watch on the API server is in sync, 0 otherwise.
+    pub kube_api_up: Gauge,
+    /// Pods on this node known from the API server.
+    pub kube_pods: Gauge,
+    /// Failed pod list/watch attempts.
+    pub kube_api_errors: Counter,
+    /// Kubernetes Events not posted because the queue was full or too many series were open.
+    pub kube_events_dropped: Counter,
+    /// Audit events folded into an existing Event series instead of a new API call.
+    pub kube_events_aggregated: Counter,
+    /// Kubernetes Event API calls by verb and result.
+    pub kube_event_calls: Family<CallLabels, Counter>,
 }
 
 impl Metrics {
@@ -55,6 +76,46 @@ impl Metrics {
             self.protected_pods.clone(),
         );
         sub.register("ready", "1 when the guard enforces", self.ready.clone());
+        sub.register(
+            "kube_api_up",
+            "1 while the pod list/watch on the API server is in sync",
+            self.kube_api_up.clone(),
+        );
+        sub.register(
+            "kube_pods",
+            "Pods on this node known from the API server",
+            self.kube_pods.clone(),
+        );
+        sub.register(
+            "kube_api_errors",
+            "Failed pod list/watch attempts",
+            self.kube_api_errors.clone(),
+        );
+        sub.register(
+            "kube_events_dropped",
+            "Kubernetes Events dropped (queue full or too many open series)",
+            self.kube_events_dropped.clone(),
+        );
+        sub.register(
+            "kube_events_aggregated",
+            "Audit events folded into an existing Kubernetes Event series",
+            self.kube_events_aggregated.clone(),
+        );
+        sub.register(
+            "kube_event_calls",
+            "Kubernetes Event API calls by verb and result",
+            self.kube_event_calls.clone(),
+        );
+    }
+
+    /// Counts one Kubernetes Event API call.
+    pub fn count_call(&self, verb: &str, ok: bool) {
+        self.kube_event_calls
+            .get_or_create(&CallLabels {
+                verb: verb.to_owned(),
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one event.

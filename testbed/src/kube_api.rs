@@ -10,7 +10,15 @@
 //!   `configmaps`, `serviceaccounts`, `pods`, `events`, `namespaces`; `events.k8s.io/v1` events;
 //!   `coordination.k8s.io/v1` leases; `admissionregistration.k8s.io/v1`
 //!   mutatingwebhookconfigurations. Namespaced kinds also list across namespaces
-//!   (`/api/v1/secrets`).
+//!   (`/api/v1/secrets`). Lists take `labelSelector` and `fieldSelector` (`=`, `==`, `!=` on a
+//!   dotted field path such as `spec.nodeName`).
+//! - Watches: `GET …?watch=true` (or `watch=1`) streams `{"type":"ADDED"|"MODIFIED"|"DELETED",
+//!   "object":…}` lines like the real server: from `resourceVersion` (unset or `0`: synthetic
+//!   `ADDED` events for the current state first), filtered by the same selectors, until
+//!   `timeoutSeconds`; a `resourceVersion` older than the retained history gets an `ERROR` event
+//!   with a 410 `Expired` `Status`. Changes made through [`FakeApiServer::insert`] and
+//!   [`FakeApiServer::remove`] are seen by watches too. (An object modified out of a selector is
+//!   not turned into a `DELETED` event, unlike the real server.)
 //! - Failures are `Status` objects like the real server's (`reason` `NotFound`, `AlreadyExists`,
 //!   `Conflict`, `BadRequest`, `Unauthorized`…, with `code` and `details`).
 //!
@@ -22,19 +30,21 @@
 //! Request bodies, paths and headers are untrusted input to this server; malformed input yields a
 //! `Status` with `reason: BadRequest`, never a panic. Bearer tokens are compared, never logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::issuer::TokenVerifier;
@@ -175,6 +185,41 @@ struct Store {
     resource_version: u64,
     requests: Vec<RequestRecord>,
     faults: Vec<Fault>,
+    /// Recent changes, oldest first, for watches.
+    history: VecDeque<Change>,
+    /// Every change with a resourceVersion above this one is still in `history`.
+    history_floor: u64,
+}
+
+/// How many changes watches can resume from (older ones get 410 Expired, like etcd compaction).
+const HISTORY_LIMIT: usize = 4096;
+
+/// One change of a stored object, as a watch reports it.
+#[derive(Debug)]
+struct Change {
+    resource_version: u64,
+    kind: Kind,
+    namespace: String,
+    event_type: &'static str,
+    object: Value,
+}
+
+impl Store {
+    /// Appends a change for watches (`object` carries its new resourceVersion).
+    fn record(&mut self, kind: Kind, namespace: &str, event_type: &'static str, object: &Value) {
+        if self.history.len() == HISTORY_LIMIT
+            && let Some(oldest) = self.history.pop_front()
+        {
+            self.history_floor = oldest.resource_version;
+        }
+        self.history.push_back(Change {
+            resource_version: self.resource_version,
+            kind,
+            namespace: namespace.to_owned(),
+            event_type,
+            object: object.clone(),
+        });
+    }
 }
 
 /// An injected failure: the next `remaining` requests matching `method` and `path` get `code`.
@@ -190,12 +235,19 @@ struct Shared {
     store: Mutex<Store>,
     token: String,
     verifier: TokenVerifier,
+    /// Bumped after every change, to wake watches.
+    changed: watch::Sender<u64>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave the map half-written in a way tests care about.
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes every watch (they re-read the history).
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -217,6 +269,7 @@ impl FakeApiServer {
             store: Mutex::new(Store::default()),
             token: format!("testbed-{}", random_hex(24)),
             verifier,
+            changed: watch::Sender::new(0),
         });
         let listener =
             block_on(TcpListener::bind(("127.0.0.1", 0))).map_err(|source| Error::Io {
@@ -291,7 +344,18 @@ impl FakeApiServer {
         let mut obj = object;
         normalize(kind, &mut obj);
         stamp_new(&mut store, &mut obj);
+        let event_type = if store
+            .objects
+            .contains_key(&(kind, ns.clone(), name.clone()))
+        {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        store.record(kind, &ns, event_type, &obj);
         store.objects.insert((kind, ns, name), obj.clone());
+        drop(store);
+        self.shared.notify();
         Ok(obj)
     }
 
@@ -312,10 +376,11 @@ impl FakeApiServer {
     pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let kind = Kind::find(|r| r.plural == plural)?;
         let ns = if kind.namespaced() { namespace } else { "" };
-        self.shared
-            .lock()
-            .objects
-            .remove(&(kind, ns.to_owned(), name.to_owned()))
+        let mut store = self.shared.lock();
+        let removed = delete(&mut store, kind, ns, name);
+        drop(store);
+        self.shared.notify();
+        removed
     }
 
     /// Makes the next `times` requests with `method` and exactly `path` fail with HTTP `code`
@@ -401,13 +466,15 @@ async fn accept_loop(
         let tls = tls.clone();
         let shared = Arc::clone(&shared);
         let mut conn_shutdown = shutdown.clone();
+        let watch_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let Ok(stream) = tls.accept(tcp).await else {
                 return;
             };
             let service = hyper::service::service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
+                let shutdown = watch_shutdown.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(shared, req, shutdown).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -419,14 +486,37 @@ async fn accept_loop(
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Watches stream; everything else gets one complete response.
+async fn respond(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    shutdown: watch::Receiver<bool>,
+) -> Response<Either<Full<Bytes>, WatchBody>> {
+    if req.method() == Method::GET && is_watch(req.uri().query()) {
+        if let Some(rejected) = admit(&shared, &req) {
+            return rejected.map(Either::Left);
+        }
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        return start_watch(shared, &path, query.as_deref(), shutdown);
+    }
+    let mutating = req.method() != Method::GET;
+    let response = handle(&shared, req).await;
+    if mutating {
+        shared.notify();
+    }
+    response.map(Either::Left)
+}
+
+/// Records the request, checks its bearer token and applies injected faults; `Some` is the
+/// response that ends the request early.
+fn admit(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
     shared.lock().requests.push(RequestRecord {
         method: method.to_string(),
         path: path.clone(),
-        query: query.clone(),
+        query: req.uri().query().map(str::to_owned),
         at: SystemTime::now(),
     });
     let bearer = req
@@ -443,25 +533,38 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     let authorized = constant_time_eq(bearer.as_bytes(), shared.token.as_bytes())
         || (is_review && !bearer.is_empty() && shared.verifier.verify(bearer, &[]).is_ok());
     if !authorized {
-        return status_response(
+        return Some(status_response(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Unauthorized",
             None,
-        );
+        ));
     }
-    if let Some(code) = take_fault(shared, method.as_str(), &path) {
-        let reason = match code.as_u16() {
-            403 => "Forbidden",
-            404 => "NotFound",
-            409 => "Conflict",
-            429 => "TooManyRequests",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
-            _ => "InternalError",
-        };
-        return status_response(code, reason, "injected failure (testbed)", None);
+    let code = take_fault(shared, method.as_str(), &path)?;
+    let reason = match code.as_u16() {
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    };
+    Some(status_response(
+        code,
+        reason,
+        "injected failure (testbed)",
+        None,
+    ))
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(rejected) = admit(shared, &req) {
+        return rejected;
     }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let content_type = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -689,6 +792,7 @@ fn resource(shared: &Shared, req: &ResourceRequest<'_>) -> Response<Full<Bytes>>
             }
             normalize(kind, &mut obj);
             stamp_new(&mut store, &mut obj);
+            store.record(kind, ns, "ADDED", &obj);
             store.objects.insert(key, obj.clone());
             json_response(StatusCode::CREATED, &obj)
         }
@@ -725,6 +829,7 @@ fn resource(shared: &Shared, req: &ResourceRequest<'_>) -> Response<Full<Bytes>>
                 }
                 normalize(kind, &mut obj);
                 stamp_new(&mut store, &mut obj);
+                store.record(kind, ns, "ADDED", &obj);
                 store.objects.insert(key, obj.clone());
                 return json_response(StatusCode::CREATED, &obj);
             };
@@ -765,29 +870,24 @@ fn resource(shared: &Shared, req: &ResourceRequest<'_>) -> Response<Full<Bytes>>
             }
             update(&mut store, kind, key, &current, patched)
         }
-        ("DELETE", Some(name)) => {
-            match store
-                .objects
-                .remove(&(kind, ns.to_owned(), name.to_owned()))
-            {
-                Some(obj) => json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Success",
-                        "details": {
-                            "name": name,
-                            "group": kind.group(),
-                            "kind": kind.plural(),
-                            "uid": obj["metadata"]["uid"],
-                        },
-                    }),
-                ),
-                None => not_found(kind, name),
-            }
-        }
+        ("DELETE", Some(name)) => match delete(&mut store, kind, ns, name) {
+            Some(obj) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": name,
+                        "group": kind.group(),
+                        "kind": kind.plural(),
+                        "uid": obj["metadata"]["uid"],
+                    },
+                }),
+            ),
+            None => not_found(kind, name),
+        },
         _ => method_not_allowed(),
     }
 }
@@ -829,35 +929,29 @@ fn update(
     obj["metadata"]["creationTimestamp"] = current["metadata"]["creationTimestamp"].clone();
     store.resource_version += 1;
     obj["metadata"]["resourceVersion"] = json!(store.resource_version.to_string());
+    store.record(kind, &key.1, "MODIFIED", &obj);
     store.objects.insert(key, obj.clone());
     json_response(StatusCode::OK, &obj)
 }
 
+/// Removes an object; the deletion gets a fresh resourceVersion and a `DELETED` change.
+fn delete(store: &mut Store, kind: Kind, ns: &str, name: &str) -> Option<Value> {
+    let mut obj = store
+        .objects
+        .remove(&(kind, ns.to_owned(), name.to_owned()))?;
+    store.resource_version += 1;
+    obj["metadata"]["resourceVersion"] = json!(store.resource_version.to_string());
+    store.record(kind, ns, "DELETED", &obj);
+    Some(obj)
+}
+
 fn list(store: &Store, kind: Kind, ns: &str, query: Option<&str>) -> Response<Full<Bytes>> {
-    let selector: Vec<(String, String)> = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|kv| kv.strip_prefix("labelSelector="))
-        .flat_map(|s| {
-            percent_decode(s)
-                .split(',')
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|term| {
-            term.split_once('=')
-                .map(|(k, v)| (k.trim_end_matches('=').to_owned(), v.to_owned()))
-        })
-        .collect();
+    let selector = Selector::from_query(query);
     let items: Vec<Value> = store
         .objects
         .iter()
         .filter(|((k, n, _), _)| *k == kind && (ns.is_empty() || n == ns))
-        .filter(|(_, obj)| {
-            selector
-                .iter()
-                .all(|(k, v)| obj["metadata"]["labels"][k] == v.as_str())
-        })
+        .filter(|(_, obj)| selector.matches(obj))
         .map(|(_, obj)| {
             // List items carry no apiVersion/kind, like the real server's.
             let mut item = obj.clone();
@@ -877,6 +971,257 @@ fn list(store: &Store, kind: Kind, ns: &str, query: Option<&str>) -> Response<Fu
             "items": items,
         }),
     )
+}
+
+/// One `key=value`, `key==value` or `key!=value` term of a selector.
+#[derive(Debug)]
+struct Term {
+    key: String,
+    value: String,
+    equal: bool,
+}
+
+impl Term {
+    fn parse(term: &str) -> Option<Self> {
+        let (key, value, equal) = if let Some((k, v)) = term.split_once("!=") {
+            (k, v, false)
+        } else if let Some((k, v)) = term.split_once("==") {
+            (k, v, true)
+        } else {
+            let (k, v) = term.split_once('=')?;
+            (k, v, true)
+        };
+        Some(Self {
+            key: key.trim().to_owned(),
+            value: value.trim().to_owned(),
+            equal,
+        })
+    }
+
+    /// An absent field or label reads as the empty string, as in the real server.
+    fn holds(&self, actual: &Value) -> bool {
+        (actual.as_str().unwrap_or_default() == self.value) == self.equal
+    }
+}
+
+/// The `labelSelector` and `fieldSelector` of a list or watch request.
+#[derive(Debug, Default)]
+struct Selector {
+    labels: Vec<Term>,
+    fields: Vec<Term>,
+}
+
+impl Selector {
+    fn from_query(query: Option<&str>) -> Self {
+        let mut selector = Self::default();
+        for kv in query.into_iter().flat_map(|q| q.split('&')) {
+            let Some((name, value)) = kv.split_once('=') else {
+                continue;
+            };
+            let terms = match name {
+                "labelSelector" => &mut selector.labels,
+                "fieldSelector" => &mut selector.fields,
+                _ => continue,
+            };
+            terms.extend(percent_decode(value).split(',').filter_map(Term::parse));
+        }
+        selector
+    }
+
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels
+            .iter()
+            .all(|t| t.holds(&obj["metadata"]["labels"][t.key.as_str()]))
+            && self.fields.iter().all(|t| {
+                let field = t.key.split('.').fold(obj, |v, part| &v[part]);
+                t.holds(field)
+            })
+    }
+}
+
+/// The value of query parameter `name`, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn is_watch(query: Option<&str>) -> bool {
+    matches!(query_param(query, "watch").as_deref(), Some("true" | "1"))
+}
+
+/// The body of a watch response: lines handed over by the task that follows the history.
+struct WatchBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for WatchBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|line| Ok(Frame::data(line))))
+    }
+}
+
+/// What a watch follows.
+struct WatchSpec {
+    kind: Kind,
+    namespace: String,
+    selector: Selector,
+    /// `None` or `Some(0)`: start with the current state.
+    from: Option<u64>,
+    timeout: std::time::Duration,
+}
+
+fn start_watch(
+    shared: Arc<Shared>,
+    path: &str,
+    query: Option<&str>,
+    shutdown: watch::Receiver<bool>,
+) -> Response<Either<Full<Bytes>, WatchBody>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group_version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("v1".to_owned(), rest),
+        ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+        _ => return not_found_path().map(Either::Left),
+    };
+    let (namespace, plural) = match rest {
+        [plural] => ("", *plural),
+        ["namespaces", ns, plural] => (*ns, *plural),
+        _ => return bad_request("watch needs a collection path").map(Either::Left),
+    };
+    let Some(kind) = Kind::from_plural(&group_version, plural) else {
+        return not_found_path().map(Either::Left);
+    };
+    if !kind.namespaced() && !namespace.is_empty() {
+        return not_found_path().map(Either::Left);
+    }
+    let from = match query_param(query, "resourceVersion").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                return bad_request(&format!("invalid resource version \"{v}\"")).map(Either::Left);
+            }
+        },
+    };
+    let timeout = query_param(query, "timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let spec = WatchSpec {
+        kind,
+        namespace: namespace.to_owned(),
+        selector: Selector::from_query(query),
+        from,
+        timeout: std::time::Duration::from_secs(timeout),
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(follow(shared, spec, tx, shutdown));
+    let mut resp = Response::new(Either::Right(WatchBody(rx)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn watch_line(event_type: &str, object: &Value) -> Bytes {
+    let mut line = json!({ "type": event_type, "object": object }).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// Streams the changes `spec` asks for until the timeout, the client leaves or the server stops.
+async fn follow(
+    shared: Arc<Shared>,
+    spec: WatchSpec,
+    tx: mpsc::Sender<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let mut changed = shared.changed.subscribe();
+    let in_scope = |kind: Kind, namespace: &str, obj: &Value| {
+        kind == spec.kind
+            && (spec.namespace.is_empty() || namespace == spec.namespace)
+            && spec.selector.matches(obj)
+    };
+    changed.borrow_and_update();
+    let start: std::result::Result<(u64, Vec<Bytes>), Bytes> = {
+        let store = shared.lock();
+        match spec.from {
+            None | Some(0) => Ok((
+                store.resource_version,
+                store
+                    .objects
+                    .iter()
+                    .filter(|((k, n, _), obj)| in_scope(*k, n, obj))
+                    .map(|(_, obj)| watch_line("ADDED", obj))
+                    .collect(),
+            )),
+            Some(from) if from < store.history_floor => Err(watch_line(
+                "ERROR",
+                &json!({
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": format!("too old resource version: {from} ({})", store.history_floor),
+                    "reason": "Expired",
+                    "code": 410,
+                }),
+            )),
+            Some(from) => Ok((from, Vec::new())),
+        }
+    };
+    let (mut seen, initial) = match start {
+        Ok(start) => start,
+        Err(expired) => {
+            let _ = tx.send(expired).await;
+            return;
+        }
+    };
+    for line in initial {
+        if tx.send(line).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        // Marked seen before reading, so a change after the read always wakes us.
+        changed.borrow_and_update();
+        let lines: Vec<Bytes> = {
+            let store = shared.lock();
+            let fresh: Vec<&Change> = store
+                .history
+                .iter()
+                .filter(|c| c.resource_version > seen)
+                .collect();
+            if let Some(last) = fresh.last() {
+                seen = last.resource_version;
+            }
+            fresh
+                .into_iter()
+                .filter(|c| in_scope(c.kind, &c.namespace, &c.object))
+                .map(|c| watch_line(c.event_type, &c.object))
+                .collect()
+        };
+        for line in lines {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            woke = changed.changed() => if woke.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tx.closed() => return,
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 #[allow(
