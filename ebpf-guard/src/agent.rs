@@ -1,6 +1,6 @@
 //! The `run` loop: LSM check, load/pin (or reuse), the API server side (pod watch, Event
 //! recorder), registration rescans, audit event drain, health and metrics.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -95,12 +95,16 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 
     let (directory, event_sender) = start_api(&config, &metrics).await;
     let mut pods = BTreeMap::new();
+    let mut api = ApiView {
+        directory: directory.clone(),
+        reported_missing: HashSet::new(),
+    };
     rescan(
         &mut guard,
         &config,
         &mut cgroups,
         &mut pods,
-        &directory,
+        &mut api,
         &metrics,
     )?;
     if let Some((kubepods_dir, _, _)) = &kubepods {
@@ -128,7 +132,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = ticker.tick() => {
-                if let Err(error) = rescan(&mut guard, &config, &mut cgroups, &mut pods, &directory, &metrics) {
+                if let Err(error) = rescan(&mut guard, &config, &mut cgroups, &mut pods, &mut api, &metrics) {
                     tracing::error!(error = %format!("{error:#}"), "rescan failed");
                 }
             }
@@ -241,18 +245,39 @@ fn backfill_running(
     Ok(())
 }
 
+/// What rescans use from the API server: the pod directory, and which webhook-marked pods
+/// were already reported missing on disk (reported once each).
+struct ApiView {
+    directory: PodDirectory,
+    reported_missing: HashSet<String>,
+}
+
 fn rescan(
     guard: &mut Guard,
     config: &RunConfig,
     cgroups: &mut CgroupIndex,
     pods: &mut BTreeMap<String, kubelet::ProtectedPod>,
-    directory: &PodDirectory,
+    api: &mut ApiView,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     *pods = kubelet::scan(&config.kubelet_root)
         .with_context(|| format!("scan {}", config.kubelet_root.display()))?;
     // The pod's annotation can only tighten what the node and the guard-mode file ask for.
-    directory.apply_modes(pods);
+    api.directory.apply_modes(pods);
+    let missing = api.directory.missing_on_disk(pods);
+    for pod in &missing {
+        if api.reported_missing.insert(pod.uid.clone()) {
+            tracing::warn!(
+                namespace = %pod.namespace,
+                pod = %pod.name,
+                pod_uid = %pod.uid,
+                kubelet_root = %config.kubelet_root.display(),
+                "running pod marked injected by the webhook has no vault-env under the kubelet root: check --kubelet-root and the pod's copy-vault-env init container; until the guard finds it there, the pod is not protected"
+            );
+        }
+    }
+    api.reported_missing
+        .retain(|uid| missing.iter().any(|pod| &pod.uid == uid));
     cgroups.refresh();
     let changes = protect::reconcile(guard, pods, config.mode, Some(cgroups))?;
     for cg in &changes.protected {

@@ -336,6 +336,7 @@ mod tests {
             }],
             mode: None,
             injected: true,
+            running: true,
         }
     }
 

@@ -149,4 +149,26 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn metrics_kube_side_is_exported_under_documented_names() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.kube_api_up.set(1);
+        metrics.kube_events_dropped.inc();
+        metrics.count_call("create", true);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "strongroom_guard_kube_api_up 1",
+            "strongroom_guard_kube_pods 0",
+            "strongroom_guard_kube_api_errors_total 0",
+            "strongroom_guard_kube_events_dropped_total 1",
+            "strongroom_guard_kube_events_aggregated_total 0",
+            "strongroom_guard_kube_event_calls_total{verb=\"create\",result=\"ok\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
 }

@@ -73,6 +73,8 @@ pub struct PodInfo {
     pub mode: Option<Mode>,
     /// Whether the webhook marked the pod as injected ([`INJECTED_ANNOTATION`]).
     pub injected: bool,
+    /// Whether the pod's phase is `Running`.
+    pub running: bool,
 }
 
 impl PodInfo {
@@ -139,6 +141,7 @@ impl PodInfo {
             containers,
             mode: annotation(GUARD_MODE_ANNOTATION).and_then(|m| Mode::parse(m.trim())),
             injected: annotation(INJECTED_ANNOTATION).is_some(),
+            running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
         })
     }
 
@@ -231,6 +234,21 @@ impl PodDirectory {
             .collect();
         uids.sort();
         uids
+    }
+
+    /// Running pods the webhook marked as injected whose injector the disk scan did not find:
+    /// a sign that `--kubelet-root` does not point at the kubelet's directory, or that the
+    /// init container did not copy vault-env. Sorted by uid.
+    pub fn missing_on_disk(&self, on_disk: &BTreeMap<String, ProtectedPod>) -> Vec<PodInfo> {
+        let state = self.read();
+        let mut missing: Vec<PodInfo> = state
+            .pods
+            .values()
+            .filter(|p| p.injected && p.running && !on_disk.contains_key(&p.uid))
+            .cloned()
+            .collect();
+        missing.sort_by(|a, b| a.uid.cmp(&b.uid));
+        missing
     }
 
     fn replace(&self, pods: HashMap<String, PodInfo>) {
@@ -497,6 +515,25 @@ mod tests {
         let mut pods = BTreeMap::from([(UID.to_owned(), disk_pod(None))]);
         directory.apply_modes(&mut pods);
         assert_eq!(pods[UID].mode, Some(Mode::Audit));
+    }
+
+    #[test]
+    fn missing_on_disk_reports_running_injected_pods_without_injector() {
+        let directory = PodDirectory::new();
+        let mut updater = DirectoryUpdater::new(directory.clone());
+        let mut running = pod(json!({ INJECTED_ANNOTATION: "0.1.0" }));
+        if let Some(status) = running.status.as_mut() {
+            status.phase = Some("Running".to_owned());
+        }
+        updater.apply(Event::Apply(running));
+        let missing = directory.missing_on_disk(&BTreeMap::new());
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].name, "api-7d9f");
+        let on_disk = BTreeMap::from([(UID.to_owned(), disk_pod(None))]);
+        assert!(directory.missing_on_disk(&on_disk).is_empty());
+        // Pending pods and pods the webhook did not mark are not expected on disk.
+        updater.apply(Event::Apply(pod(json!({ INJECTED_ANNOTATION: "0.1.0" }))));
+        assert!(directory.missing_on_disk(&BTreeMap::new()).is_empty());
     }
 
     #[test]
