@@ -202,12 +202,14 @@ impl PodDirectory {
         self.read().pods.is_empty()
     }
 
-    /// True once a complete list arrived and no error happened since.
+    /// True once a complete list arrived (it may be stale while [`last_error`](Self::last_error)
+    /// is set).
     pub fn is_synced(&self) -> bool {
         self.read().synced
     }
 
-    /// The last failure talking to the API server, cleared by the next complete list.
+    /// The last failure talking to the API server, cleared by the next list or change that
+    /// arrives.
     pub fn last_error(&self) -> Option<String> {
         self.read().last_error.clone()
     }
@@ -267,9 +269,12 @@ impl PodDirectory {
     }
 
     fn failed(&self, message: String) {
-        let mut state = self.write();
-        state.synced = false;
-        state.last_error = Some(message);
+        self.write().last_error = Some(message);
+    }
+
+    /// Clears the last error; true if there was one.
+    fn recovered(&self) -> bool {
+        self.write().last_error.take().is_some()
     }
 }
 
@@ -383,9 +388,16 @@ pub async fn watch(
         match event {
             Ok(event) => {
                 let done = matches!(event, Event::InitDone);
+                // `Init` is emitted before the list request: it proves nothing about the server.
+                let answered = !matches!(event, Event::Init);
                 updater.apply(event);
-                if done {
+                if answered {
                     metrics.kube_api_up.set(1);
+                    if directory.recovered() {
+                        tracing::info!(field_selector = %selector, "pod watch on the API server recovered");
+                    }
+                }
+                if done {
                     tracing::info!(
                         pods = directory.len(),
                         injected = directory.injected_uids().len(),

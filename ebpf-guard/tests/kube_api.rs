@@ -570,3 +570,31 @@ async fn pod_watch_api_server_down_reports_failure_and_disk_enforcement_continue
     assert_eq!(record.namespace, None);
     assert_eq!(String::from_utf8_lossy(sink.out()).lines().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_watch_api_server_error_is_reported_then_cleared_on_recovery() {
+    let api = start_api();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uid = insert_pod(&api, pod("api-1", NODE, injected("audit")));
+    let client = client_for(&api, dir.path()).await;
+    // Forbidden, as with RBAC missing `list` on pods (5xx are retried inside the client).
+    api.inject_failure("GET", "/api/v1/pods", 403, 1);
+    let metrics = Arc::new(Metrics::default());
+    let (directory, _task) = spawn_watch(client, &metrics);
+
+    eventually("the reported failure", || async {
+        directory.last_error().is_some()
+    })
+    .await;
+    let error = directory.last_error().unwrap_or_default();
+    assert!(error.contains("spec.nodeName=node-1"), "{error}");
+    assert!(error.contains("injected failure (testbed)"), "{error}");
+    // The watcher backs off and lists again; the error clears.
+    eventually("the recovered list", || async {
+        directory.is_synced() && directory.last_error().is_none()
+    })
+    .await;
+    assert!(directory.get(&uid).is_some());
+    assert_eq!(metrics.kube_api_up.get(), 1);
+    assert_eq!(metrics.kube_api_errors.get(), 1);
+}
