@@ -43,7 +43,7 @@ pub enum PodsError {
     },
     /// The in-cluster configuration (service-account token, CA, service host) is unusable.
     #[error("load in-cluster kubernetes configuration")]
-    InCluster(#[source] kube::config::InClusterError),
+    LoadInCluster(#[source] kube::config::InClusterError),
     /// The HTTP client could not be built from the configuration.
     #[error("build kubernetes client")]
     BuildClient(#[source] kube::Error),
@@ -365,7 +365,7 @@ impl ApiSource {
                         source,
                     })?
             }
-            Self::InCluster => kube::Config::incluster().map_err(PodsError::InCluster)?,
+            Self::InCluster => kube::Config::incluster().map_err(PodsError::LoadInCluster)?,
         };
         kube::Client::try_from(config).map_err(PodsError::BuildClient)
     }

@@ -390,7 +390,7 @@ pub fn note(record: &AuditRecord) -> String {
         ),
         other => format!("{other} on {target}"),
     };
-    let mut text = format!("{what}{container} by exec session process {subject}: {verb}");
+    let mut text = format!("{what}{container} by outside process {subject}: {verb}");
     // The API server rejects notes over 1 kB.
     text.truncate(1000);
     text
