@@ -598,3 +598,18 @@ async fn pod_watch_api_server_error_is_reported_then_cleared_on_recovery() {
     assert_eq!(metrics.kube_api_up.get(), 1);
     assert_eq!(metrics.kube_api_errors.get(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_source_unreadable_kubeconfig_names_the_file() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("absent-kubeconfig");
+    let Err(error) = ApiSource::Kubeconfig(path.clone()).client().await else {
+        panic!("no kubeconfig, no client");
+    };
+    let text = pods::error_chain(&error);
+    assert!(
+        text.starts_with(&format!("read kubeconfig {}", path.display())),
+        "{text}"
+    );
+}
