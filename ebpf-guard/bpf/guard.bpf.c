@@ -34,6 +34,17 @@
  *
  * Mode is per container (copied from the injector's policy, already the
  * stricter of node and pod): enforce denies, audit allows and records.
+ *
+ * Cost: every hook runs on hot kernel paths (each open, exec, fork and exit),
+ * so the common case (the task is not an outsider, the file is not a token)
+ * returns after a handful of plain loads: fields are read through BTF pointers
+ * (no bpf_probe_read calls) and the cheapest test comes first. file_open tests
+ * a bitmap of token inodes (`token_filter`, an array lookup the verifier
+ * inlines) before any hash lookup; ptrace_access_check looks at the target's
+ * cgroup only once some container has degraded (`guard_state`); the
+ * tracepoints test lineage membership or the host bypass before reading the
+ * exec'd file. The slow paths (events, failures) keep bpf_probe_read for
+ * fields whose pointers the 6.1 verifier treats as RCU-protected.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -50,6 +61,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_LINEAGE 65536
 #define MAX_CONTAINERS 8192
 #define MAX_INODES 4096
+
+/* The token pre-filter: 2^TOKEN_FILTER_BITS_LOG2 bits in u64 words. */
+#define TOKEN_FILTER_WORDS (1u << (GUARD_TOKEN_FILTER_BITS_LOG2 - 6))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -83,6 +97,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tokens SEC(".maps");
 
+/*
+ * Pre-filter of `tokens`, maintained by the agent: the bit token_filter_bit()
+ * names is set for every registered token before the token is inserted, and
+ * cleared only once no registered token maps to it. A clear bit therefore
+ * proves "not a token"; a set bit only sends the open to the exact lookup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TOKEN_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} token_filter SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -90,6 +118,15 @@ struct {
 	__type(value, struct guard_config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } guard_config SEC(".maps");
+
+/* Sticky global state written by the BPF side (indexes GUARD_STATE_*). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_STATE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} guard_state SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -112,28 +149,67 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
+/* Slow paths only: `cgroups` is RCU-protected, which bpf_probe_read handles on every kernel. */
 static __always_inline __u64 task_cgroup_id(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
 }
 
+/* The file's inode as the maps name it: three plain loads through BTF pointers. */
 static __always_inline struct inode_key file_key(struct file *f)
 {
+	struct inode *inode = f->f_inode;
 	struct inode_key k = {};
-	k.ino = BPF_CORE_READ(f, f_inode, i_ino);
-	k.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	k.ino = inode->i_ino;
+	k.dev = inode->i_sb->s_dev;
 	return k;
+}
+
+/* The bit of `token_filter` for an inode (the agent computes the same, see abi.rs). */
+static __always_inline __u32 token_filter_bit(const struct inode_key *k)
+{
+	__u64 h = (k->ino ^ ((__u64)k->dev << 32)) * GUARD_TOKEN_FILTER_MULTIPLIER;
+	return (__u32)(h >> (64 - GUARD_TOKEN_FILTER_BITS_LOG2));
+}
+
+/* False only if `k` is certainly not a registered token. */
+static __always_inline bool maybe_token(const struct inode_key *k)
+{
+	__u32 bit = token_filter_bit(k);
+	__u32 word = bit >> 6;
+	__u64 *bits = bpf_map_lookup_elem(&token_filter, &word);
+	/* A missing word cannot happen (array, key in range); fail towards the exact check. */
+	return !bits || (*bits & (1ULL << (bit & 63)));
+}
+
+/* False only if no container was ever marked degraded (fail closed without the map). */
+static __always_inline bool maybe_degraded(void)
+{
+	__u32 idx = GUARD_STATE_DEGRADED;
+	__u64 *n = bpf_map_lookup_elem(&guard_state, &idx);
+	return !n || *n;
+}
+
+/* Fail closed: nobody outside the lineage may touch this container any more. The global
+ * count goes first, so a reader that sees the container flag also sees the count. */
+static __always_inline void mark_degraded(struct container_state *cs)
+{
+	__u32 idx = GUARD_STATE_DEGRADED;
+	__u64 *n = bpf_map_lookup_elem(&guard_state, &idx);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_DEGRADED);
 }
 
 /* The lineage entry of `t`'s thread group, if it is protected and not a reused PID. */
 static __always_inline struct lineage_entry *lineage_of(struct task_struct *t)
 {
-	__u32 tgid = BPF_CORE_READ(t, tgid);
+	__u32 tgid = t->tgid;
 	struct lineage_entry *e = bpf_map_lookup_elem(&lineage, &tgid);
 	if (!e)
 		return NULL;
 	/* start_time 0: backfilled by the agent for a process older than the guard. */
-	if (e->start_time && e->start_time != BPF_CORE_READ(t, group_leader, start_time))
+	if (e->start_time && e->start_time != t->group_leader->start_time)
 		return NULL;
 	return e;
 }
@@ -145,7 +221,7 @@ static __always_inline bool current_is_host(struct task_struct *cur)
 	struct guard_config *cfg = bpf_map_lookup_elem(&guard_config, &zero);
 	if (!cfg || !(cfg->flags & GUARD_CONFIG_HOST_BYPASS))
 		return false;
-	if (BPF_CORE_READ(cur, thread_pid, level) != 0)
+	if (cur->thread_pid->level != 0)
 		return false;
 	if (cfg->kubepods_cg &&
 	    bpf_get_current_ancestor_cgroup_id(cfg->kubepods_level) == cfg->kubepods_cg)
@@ -204,7 +280,6 @@ static __always_inline void emit(struct task_struct *cur, __u32 hook, __u32 deci
 static __always_inline int check_task_access(struct task_struct *target, __u32 hook,
 					     __u32 detail, bool record)
 {
-	struct task_struct *cur = bpf_get_current_task_btf();
 	struct lineage_entry *tl = lineage_of(target);
 	struct container_state *cs;
 	__u64 lineage_cg;
@@ -215,7 +290,10 @@ static __always_inline int check_task_access(struct task_struct *target, __u32 h
 		if (!cs || !cs->mode)
 			return 0; /* lineage of an unprotected container */
 	} else {
-		/* Untracked target: protected only if its protected container is degraded. */
+		/* Untracked target: protected only if its protected container is degraded,
+		 * which needs some container to have degraded at all (the common case: no). */
+		if (!maybe_degraded())
+			return 0;
 		lineage_cg = task_cgroup_id(target);
 		cs = bpf_map_lookup_elem(&containers, &lineage_cg);
 		if (!cs || !cs->mode || !(cs->flags & GUARD_CONTAINER_DEGRADED))
@@ -223,6 +301,7 @@ static __always_inline int check_task_access(struct task_struct *target, __u32 h
 	}
 	__u32 mode = cs->mode;
 
+	struct task_struct *cur = bpf_get_current_task_btf();
 	struct lineage_entry *sl = lineage_of(cur);
 	if (sl && sl->container_cg == lineage_cg)
 		return 0;
@@ -299,7 +378,7 @@ int BPF_PROG(guard_bprm_check_security, struct linux_binprm *bprm, int ret)
 {
 	if (ret)
 		return ret;
-	struct inode_key key = file_key(BPF_CORE_READ(bprm, file));
+	struct inode_key key = file_key(bprm->file);
 	struct inode_policy *pol = bpf_map_lookup_elem(&injectors, &key);
 	if (!pol)
 		return 0;
@@ -344,6 +423,7 @@ int BPF_PROG(guard_bprm_check_security, struct linux_binprm *bprm, int ret)
  * lineage of the token's own pod. Denies with -EACCES (enforce) or records
  * (audit) every other open, so an exec session cannot log in to Vault as the
  * pod. Other containers of an injected pod are outsiders too (see README).
+ * Every other open returns after the token pre-filter.
  */
 SEC("lsm/file_open")
 int BPF_PROG(guard_file_open, struct file *file, int ret)
@@ -351,6 +431,8 @@ int BPF_PROG(guard_file_open, struct file *file, int ret)
 	if (ret)
 		return ret;
 	struct inode_key key = file_key(file);
+	if (!maybe_token(&key))
+		return 0;
 	struct inode_policy *pol = bpf_map_lookup_elem(&tokens, &key);
 	if (!pol)
 		return 0;
@@ -378,24 +460,29 @@ int BPF_PROG(guard_file_open, struct file *file, int ret)
  * - a lineage member exec'ing a registered injector marks its container
  *   protected with the injector's mode and pod (emits a lineage_start event).
  * An outsider's exec (only possible in audit mode for the injector) starts nothing.
+ * Host execs return after the lineage lookup and the host test.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
 	     struct linux_binprm *bprm)
 {
-	struct inode_key key = file_key(BPF_CORE_READ(bprm, file));
-	struct inode_policy *pol = bpf_map_lookup_elem(&injectors, &key);
 	struct lineage_entry *pl = lineage_of(p);
+	struct inode_policy *pol;
+	struct inode_key key;
 	__u64 cg;
 
 	if (pl) {
 		cg = pl->container_cg;
+		key = file_key(bprm->file);
+		pol = bpf_map_lookup_elem(&injectors, &key);
 	} else {
 		if (current_is_host(p))
 			return 0;
+		key = file_key(bprm->file);
+		pol = bpf_map_lookup_elem(&injectors, &key);
 		if (!pol && !current_in_kubepods())
 			return 0;
-		__u32 tgid = BPF_CORE_READ(p, tgid);
+		__u32 tgid = p->tgid;
 		cg = bpf_get_current_cgroup_id();
 		struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
 		if (!cs) {
@@ -420,12 +507,12 @@ int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
 			return 0;
 		cs->owner_tgid = tgid;
 		struct lineage_entry root = {
-			.start_time = BPF_CORE_READ(p, group_leader, start_time),
+			.start_time = p->group_leader->start_time,
 			.container_cg = cg,
 		};
 		if (bpf_map_update_elem(&lineage, &tgid, &root, BPF_ANY) != 0) {
 			stat_inc(GUARD_STAT_LINEAGE_FULL);
-			__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_DEGRADED);
+			mark_degraded(cs);
 		}
 	}
 
@@ -447,14 +534,15 @@ int BPF_PROG(guard_sched_process_fork, struct task_struct *parent, struct task_s
 {
 	/* The forking task is current; `parent` may differ for CLONE_PARENT and is ignored. */
 	struct task_struct *cur = bpf_get_current_task_btf();
-	__u32 child_tgid = BPF_CORE_READ(child, tgid);
-	if (child_tgid == BPF_CORE_READ(cur, tgid))
+	__u32 child_tgid = child->tgid;
+	if (child_tgid == cur->tgid)
 		return 0; /* a new thread: its group is already tracked */
 	struct lineage_entry *pl = lineage_of(cur);
 	if (!pl)
 		return 0;
 	struct lineage_entry entry = {
-		.start_time = BPF_CORE_READ(child, group_leader, start_time),
+		/* A new process is its own group leader. */
+		.start_time = child->start_time,
 		.container_cg = pl->container_cg,
 	};
 	if (bpf_map_update_elem(&lineage, &child_tgid, &entry, BPF_ANY) != 0) {
@@ -463,7 +551,7 @@ int BPF_PROG(guard_sched_process_fork, struct task_struct *parent, struct task_s
 		struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
 		stat_inc(GUARD_STAT_LINEAGE_FULL);
 		if (cs)
-			__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_DEGRADED);
+			mark_degraded(cs);
 	}
 	return 0;
 }
@@ -476,11 +564,11 @@ int BPF_PROG(guard_sched_process_fork, struct task_struct *parent, struct task_s
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(guard_sched_process_exit, struct task_struct *p)
 {
-	if (BPF_CORE_READ(p, signal, live.counter) != 0)
-		return 0;
-	__u32 tgid = BPF_CORE_READ(p, tgid);
+	if (p->signal->live.counter != 0)
+		return 0; /* not the last thread of its group */
+	__u32 tgid = p->tgid;
 	struct lineage_entry *e = bpf_map_lookup_elem(&lineage, &tgid);
-	if (e && (!e->start_time || e->start_time == BPF_CORE_READ(p, group_leader, start_time)))
+	if (e && (!e->start_time || e->start_time == p->group_leader->start_time))
 		bpf_map_delete_elem(&lineage, &tgid);
 	return 0;
 }

@@ -39,6 +39,18 @@
 #define GUARD_STAT_CONTAINERS_FULL 2
 #define GUARD_STAT_MAX 4
 
+/* Indexes of the `guard_state` array (written by the BPF side, never reset). */
+#define GUARD_STATE_DEGRADED 0 /* containers marked degraded so far (a fast-path gate) */
+#define GUARD_STATE_MAX 1
+
+/*
+ * The `token_filter` array: 2^GUARD_TOKEN_FILTER_BITS_LOG2 bits in u64 words. The bit of
+ * an inode is the top bits of (ino ^ (u64)dev << 32) * GUARD_TOKEN_FILTER_MULTIPLIER; bit b
+ * is bit (b & 63) of word (b >> 6).
+ */
+#define GUARD_TOKEN_FILTER_BITS_LOG2 18
+#define GUARD_TOKEN_FILTER_MULTIPLIER 0x9E3779B97F4A7C15ULL
+
 #define GUARD_COMM_LEN 16
 
 /* Key of the `injectors` and `tokens` maps: an inode as the kernel names it. */

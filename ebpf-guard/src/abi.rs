@@ -49,6 +49,20 @@ pub const STAT_CONTAINERS_FULL: u32 = 2;
 /// Number of entries in the `stats` array.
 pub const STAT_MAX: u32 = 4;
 
+/// Index in the `guard_state` array: containers the BPF side has marked degraded so far
+/// (never reset; while 0, `ptrace_access_check` skips the degraded-container lookup).
+pub const STATE_DEGRADED: u32 = 0;
+/// Number of entries in the `guard_state` array.
+pub const STATE_MAX: u32 = 1;
+
+/// The `token_filter` array holds `2^TOKEN_FILTER_BITS_LOG2` bits (see
+/// [`InodeKey::token_filter_slot`]).
+pub const TOKEN_FILTER_BITS_LOG2: u32 = 18;
+/// Multiplier of the token filter's hash (2^64 / golden ratio).
+pub const TOKEN_FILTER_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Number of `u64` words in the `token_filter` array.
+pub const TOKEN_FILTER_WORDS: u32 = 1 << (TOKEN_FILTER_BITS_LOG2 - 6);
+
 /// Length of a kernel `comm`.
 pub const COMM_LEN: usize = 16;
 
@@ -62,6 +76,17 @@ pub struct InodeKey {
     pub dev: u32,
     /// Padding, always 0.
     pub pad: u32,
+}
+
+impl InodeKey {
+    /// The word index and bit mask of this inode in the `token_filter` array, computed as
+    /// `token_filter_bit()` in `guard.bpf.c` does: the top bits of
+    /// `(ino ^ dev << 32) * TOKEN_FILTER_MULTIPLIER`.
+    pub fn token_filter_slot(&self) -> (u32, u64) {
+        let hash = (self.ino ^ (u64::from(self.dev) << 32)).wrapping_mul(TOKEN_FILTER_MULTIPLIER);
+        let bit = (hash >> (64 - TOKEN_FILTER_BITS_LOG2)) as u32;
+        (bit >> 6, 1u64 << (bit & 63))
+    }
 }
 
 /// Value of the `injectors` and `tokens` maps (`struct inode_policy`).
@@ -300,6 +325,19 @@ mod tests {
         assert_eq!(kernel_dev(libc::makedev(0, 45)), 45);
         assert_eq!(kernel_dev(libc::makedev(259, 1)), (259 << 20) | 1);
         assert_eq!(kernel_dev(libc::makedev(8, 300)), (8 << 20) | 300);
+    }
+
+    #[test]
+    fn token_filter_slot_matches_the_bpf_computation() {
+        // Expected values computed with the C expression of guard.bpf.c.
+        let key = |ino, dev| InodeKey { ino, dev, pad: 0 };
+        assert_eq!(key(5, 45).token_filter_slot(), (1906, 1 << 52));
+        assert_eq!(
+            key(12_345_678, (259 << 20) | 1).token_filter_slot(),
+            (2839, 1 << 41)
+        );
+        assert_eq!(key(0, 0).token_filter_slot(), (0, 1));
+        assert!(key(u64::MAX, u32::MAX).token_filter_slot().0 < TOKEN_FILTER_WORDS);
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! the next load) and `links/<program>` (one pinned link per attached program). A restarted
 //! agent finds the links pinned and leaves them attached, so enforcement never lapses; it
 //! only reopens the maps.
+//!
+//! Two maps exist only to keep the BPF hot paths cheap and are kept right here: the
+//! `token_filter` bitmap (every registered token's bit is set before the token is inserted
+//! and cleared only when no registered token shares it, so `file_open` can skip the exact
+//! lookup for every other file) and the sticky `guard_state` degraded count.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -15,8 +20,8 @@ use aya::programs::{BtfTracePoint, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader, include_bytes_aligned};
 
 use crate::abi::{
-    ContainerState, GuardConfig, InodeKey, InodePolicy, LineageEntry, STAT_CONTAINERS_FULL,
-    STAT_LINEAGE_FULL, STAT_RINGBUF_DROPPED,
+    CONTAINER_DEGRADED, ContainerState, GuardConfig, InodeKey, InodePolicy, LineageEntry,
+    STAT_CONTAINERS_FULL, STAT_LINEAGE_FULL, STAT_RINGBUF_DROPPED, STATE_DEGRADED,
 };
 
 /// The guard's BPF object, compiled by `build.rs` from `bpf/guard.bpf.c`.
@@ -165,6 +170,8 @@ pub struct Guard {
     lineage: HashMap<MapData, u32, LineageEntry>,
     containers: HashMap<MapData, u64, ContainerState>,
     config: Array<MapData, GuardConfig>,
+    token_filter: Array<MapData, u64>,
+    state: Array<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     /// Programs attached by this load.
@@ -220,18 +227,73 @@ impl Guard {
             attached.push(name);
         }
 
-        Ok(Self {
+        let mut guard = Self {
             injectors: take_map(&mut ebpf, "injectors")?,
             tokens: take_map(&mut ebpf, "tokens")?,
             lineage: take_map(&mut ebpf, "lineage")?,
             containers: take_map(&mut ebpf, "containers")?,
             config: take_map(&mut ebpf, "guard_config")?,
+            token_filter: take_map(&mut ebpf, "token_filter")?,
+            state: take_map(&mut ebpf, "guard_state")?,
             stats: take_map(&mut ebpf, "stats")?,
             events: Some(take_map(&mut ebpf, "events")?),
             _ebpf: ebpf,
             attached,
             reused,
-        })
+        };
+        guard.restore_fast_path_state()?;
+        Ok(guard)
+    }
+
+    /// Re-establishes the invariants of the fast-path maps over maps reused from pins (which
+    /// may predate them): every registered token's filter bit is set, and the degraded count
+    /// is non-zero if any container is degraded. Stale filter bits are harmless.
+    fn restore_fast_path_state(&mut self) -> Result<(), LoaderError> {
+        for key in self.tokens().into_keys() {
+            self.set_token_bit(&key)?;
+        }
+        let degraded = self
+            .containers()
+            .values()
+            .any(|state| state.flags & CONTAINER_DEGRADED != 0);
+        if degraded && self.degraded_count()? == 0 {
+            self.state
+                .set(STATE_DEGRADED, 1, 0)
+                .map_err(map_err("update", "guard_state"))?;
+        }
+        Ok(())
+    }
+
+    fn set_token_bit(&mut self, key: &InodeKey) -> Result<(), LoaderError> {
+        let (word, mask) = key.token_filter_slot();
+        let bits = self
+            .token_filter
+            .get(&word, 0)
+            .map_err(map_err("read", "token_filter"))?;
+        if bits & mask == 0 {
+            self.token_filter
+                .set(word, bits | mask, 0)
+                .map_err(map_err("update", "token_filter"))?;
+        }
+        Ok(())
+    }
+
+    /// How many times the BPF side has marked a container degraded (a full map made it fail
+    /// closed); never reset while the maps are pinned.
+    pub fn degraded_count(&self) -> Result<u64, LoaderError> {
+        self.state
+            .get(&STATE_DEGRADED, 0)
+            .map_err(map_err("read", "guard_state"))
+    }
+
+    /// Whether the `token_filter` bit of `key` is set (true for every registered token).
+    pub fn token_filter_contains(&self, key: &InodeKey) -> Result<bool, LoaderError> {
+        let (word, mask) = key.token_filter_slot();
+        let bits = self
+            .token_filter
+            .get(&word, 0)
+            .map_err(map_err("read", "token_filter"))?;
+        Ok(bits & mask != 0)
     }
 
     /// Writes the global configuration.
@@ -248,8 +310,10 @@ impl Guard {
             .map_err(map_err("insert", "injectors"))
     }
 
-    /// Registers (or updates) a service-account token file.
+    /// Registers (or updates) a service-account token file. Its filter bit is set first, so
+    /// `file_open` never skips a registered token.
     pub fn put_token(&mut self, key: InodeKey, policy: InodePolicy) -> Result<(), LoaderError> {
+        self.set_token_bit(&key)?;
         self.tokens
             .insert(key, policy, 0)
             .map_err(map_err("insert", "tokens"))
@@ -260,9 +324,30 @@ impl Guard {
         ignore_missing(self.injectors.remove(key)).map_err(map_err("remove", "injectors"))
     }
 
-    /// Removes a token registration (no error if absent).
+    /// Removes a token registration (no error if absent), then clears its filter bit unless
+    /// another registered token shares it.
     pub fn remove_token(&mut self, key: &InodeKey) -> Result<(), LoaderError> {
-        ignore_missing(self.tokens.remove(key)).map_err(map_err("remove", "tokens"))
+        ignore_missing(self.tokens.remove(key)).map_err(map_err("remove", "tokens"))?;
+        let (word, mask) = key.token_filter_slot();
+        // An unreadable key counts as sharing the bit: a wrong clear bit would let a token
+        // open skip its check, a wrong set bit only costs a lookup.
+        let shared = self
+            .tokens
+            .keys()
+            .any(|other| other.map_or(true, |other| other.token_filter_slot() == (word, mask)));
+        if shared {
+            return Ok(());
+        }
+        let bits = self
+            .token_filter
+            .get(&word, 0)
+            .map_err(map_err("read", "token_filter"))?;
+        if bits & mask != 0 {
+            self.token_filter
+                .set(word, bits & !mask, 0)
+                .map_err(map_err("update", "token_filter"))?;
+        }
+        Ok(())
     }
 
     /// Current injector registrations.
@@ -569,4 +654,125 @@ fn load_probe() -> Result<(), String> {
         }
         msg
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast-path maps against the real object on the host kernel (root and bpffs needed;
+    //! only the tracepoints attach there).
+    use super::*;
+
+    /// A guard loaded into its own pin directory, detached on drop.
+    struct TestGuard {
+        guard: Option<Guard>,
+        pin_dir: PathBuf,
+    }
+
+    impl TestGuard {
+        fn load() -> Self {
+            let mounted = fs::read_to_string("/proc/self/mounts")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"));
+            if !mounted {
+                let _ = std::process::Command::new("mount")
+                    .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+                    .status();
+            }
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let pin_dir = PathBuf::from(format!(
+                "/sys/fs/bpf/strongroom-loader-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ));
+            let guard = Guard::load(&LoadOptions {
+                pin_dir: pin_dir.clone(),
+                lsm: false,
+                max_entries: Vec::new(),
+            })
+            .expect("the object loads and its tracepoints attach on the host");
+            Self {
+                guard: Some(guard),
+                pin_dir,
+            }
+        }
+
+        fn get(&mut self) -> &mut Guard {
+            self.guard.as_mut().expect("guard present")
+        }
+    }
+
+    impl Drop for TestGuard {
+        fn drop(&mut self) {
+            self.guard.take();
+            let _ = detach(&self.pin_dir);
+        }
+    }
+
+    fn key(ino: u64) -> InodeKey {
+        InodeKey {
+            ino,
+            dev: 45,
+            pad: 0,
+        }
+    }
+
+    #[test]
+    fn token_filter_tracks_registered_tokens_and_keeps_shared_bits() {
+        let mut test = TestGuard::load();
+        let guard = test.get();
+        let policy = InodePolicy {
+            mode: crate::abi::MODE_ENFORCE,
+            pad: 0,
+            pod_tag: 7,
+        };
+        let first = key(5);
+        // Another inode with the same filter bit (2^18 bits: found within a few 100k tries).
+        let twin = (6..u64::MAX)
+            .map(key)
+            .find(|k| k.token_filter_slot() == first.token_filter_slot())
+            .expect("a colliding inode exists");
+        assert!(!guard.token_filter_contains(&first).expect("read filter"));
+
+        guard.put_token(first, policy).expect("put first");
+        guard.put_token(twin, policy).expect("put twin");
+        assert!(guard.token_filter_contains(&first).expect("read filter"));
+
+        guard.remove_token(&first).expect("remove first");
+        assert!(
+            guard.token_filter_contains(&twin).expect("read filter"),
+            "a bit another registered token shares must stay set"
+        );
+        guard.remove_token(&twin).expect("remove twin");
+        assert!(!guard.token_filter_contains(&twin).expect("read filter"));
+        assert_eq!(guard.degraded_count().expect("read state"), 0);
+    }
+
+    #[test]
+    fn token_filter_reload_over_pinned_maps_restores_token_bits() {
+        let mut test = TestGuard::load();
+        let token = key(77);
+        let policy = InodePolicy {
+            mode: crate::abi::MODE_AUDIT,
+            pad: 0,
+            pod_tag: 9,
+        };
+        test.get().put_token(token, policy).expect("put token");
+        // Simulate maps pinned by an agent that predates the filter: the bit is lost.
+        let (word, _) = token.token_filter_slot();
+        test.get()
+            .token_filter
+            .set(word, 0, 0)
+            .expect("clear the filter word");
+        test.guard.take();
+
+        let reloaded = Guard::load(&LoadOptions {
+            pin_dir: test.pin_dir.clone(),
+            lsm: false,
+            max_entries: Vec::new(),
+        })
+        .expect("reload over the pins");
+        assert!(reloaded.token_filter_contains(&token).expect("read filter"));
+        test.guard = Some(reloaded);
+    }
 }

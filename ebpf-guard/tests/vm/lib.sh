@@ -92,17 +92,6 @@ bench_ns() {
 	esac
 }
 
-# expect_ratio_at_most CHECK VALUE BASELINE MAX: PASS if VALUE / BASELINE <= MAX (decimals ok).
-expect_ratio_at_most() {
-	_ratio=$(awk -v a="$2" -v b="$3" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "inf" }')
-	if awk -v r="$_ratio" -v m="$4" 'BEGIN { exit !(r != "inf" && r + 0 <= m + 0) }'; then
-		result "$1" PASS "ratio=$_ratio max=$4 ($2 vs $3)"
-		return 0
-	fi
-	result "$1" FAIL "ratio=$_ratio max=$4 ($2 vs $3)"
-	return 1
-}
-
 # wait_for SECONDS CMD...: retries CMD every 0.1 s until it succeeds; returns 1 on timeout.
 wait_for() {
 	_deadline=$(($1 * 10))

@@ -245,6 +245,11 @@ pub fn initramfs(layout: &Layout, guest: &GuestBinaries, path: &Path) -> Result<
     entries.push(file("bin/busybox", Path::new(BUSYBOX), 0o755)?);
     entries.push(file("init", &layout.tests.join("init.sh"), 0o755)?);
     entries.push(file("vmtest/lib.sh", &layout.tests.join("lib.sh"), 0o644)?);
+    entries.push(file(
+        "vmtest/guard.sh",
+        &layout.tests.join("guard.sh"),
+        0o644,
+    )?);
     let scenarios = layout.tests.join("scenarios");
     let mut scripts: Vec<PathBuf> = fs::read_dir(&scenarios)?
         .filter_map(|e| e.ok().map(|e| e.path()))

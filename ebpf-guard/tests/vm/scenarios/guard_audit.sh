@@ -5,34 +5,8 @@
 # vmtest: needs=guard
 # vmtest: timeout=180
 
-GUARD_PIN=/sys/fs/bpf/strongroom
-guard_ready() { wget -qO- http://127.0.0.1:9090/readyz 2>/dev/null | grep -q '^enforcing'; }
-guard_start() {
-	daemon_start guard ebpf-guard run --mode "$1" --node-name vmtest-node \
-		--kubelet-root /var/lib/kubelet --pin-dir "$GUARD_PIN" --listen 127.0.0.1:9090 \
-		--rescan-ms 100
-	if wait_for 30 guard_ready; then
-		pass guard_ready "$(wget -qO- http://127.0.0.1:9090/readyz 2>&1)"
-	else
-		fail guard_ready "$(tail -c 600 /run/daemons/guard.log)"
-		exit 1
-	fi
-}
-guard_wait_protected() {
-	_id=$(pod_cgroup_id "$1")
-	if daemon_wait_log guard "container protected cgroup=$_id( |\$)" 10; then
-		pass "protected:$1" "cgroup=$_id"
-	else
-		fail "protected:$1" "$(tail -c 600 /run/daemons/guard.log)"
-		exit 1
-	fi
-}
-scenario_cleanup() {
-	daemon_stop guard
-	ebpf-guard detach --pin-dir "$GUARD_PIN" >/dev/null 2>&1
-}
+. /vmtest/guard.sh
 
-ip link set lo up 2>/dev/null
 guard_start audit
 
 canary=$(canary_new)

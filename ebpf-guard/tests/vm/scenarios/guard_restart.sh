@@ -5,35 +5,16 @@
 # vmtest: needs=guard
 # vmtest: timeout=180
 
-GUARD_PIN=/sys/fs/bpf/strongroom
-guard_ready() { wget -qO- http://127.0.0.1:9090/readyz 2>/dev/null | grep -q '^enforcing'; }
-guard_start() {
-	daemon_start guard ebpf-guard run --mode "$1" --node-name vmtest-node \
-		--kubelet-root /var/lib/kubelet --pin-dir "$GUARD_PIN" --listen 127.0.0.1:9090 \
-		--rescan-ms 100
-	if wait_for 30 guard_ready; then
-		pass "guard_ready$2" "$(wget -qO- http://127.0.0.1:9090/readyz 2>&1)"
-	else
-		fail "guard_ready$2" "$(tail -c 600 /run/daemons/guard.log)"
-		exit 1
-	fi
-}
+. /vmtest/guard.sh
 scenario_cleanup() {
 	[ -n "$hammer" ] && kill "$hammer" 2>/dev/null
-	daemon_stop guard
-	ebpf-guard detach --pin-dir "$GUARD_PIN" >/dev/null 2>&1
+	guard_stop
 }
 
-ip link set lo up 2>/dev/null
 guard_start enforce ""
 canary=$(canary_new)
 pod_start_app app "$canary" || exit 1
-if daemon_wait_log guard "container protected cgroup=$(pod_cgroup_id app)( |\$)" 10; then
-	pass protected:app ""
-else
-	fail protected:app "$(tail -c 600 /run/daemons/guard.log)"
-	exit 1
-fi
+guard_wait_protected app
 expect_err before_kill_environ EACCES pod_exec app read_environ 1 "$canary"
 
 # An exec session hammers the app for the whole kill/restart window.
