@@ -3,8 +3,11 @@
 //! Builds the static guest binaries (C probes with `gcc -static`, `vault-env` and the guard agent
 //! with `+crt-static`), packs them with busybox-static and the scenario scripts of
 //! `ebpf-guard/tests/vm/` into an initramfs, boots Debian's cloud kernel in QEMU (TCG) with the
-//! BPF LSM enabled, and reads the results back from the serial console. All selected scenarios
-//! run in one boot. The guest side is documented in `ebpf-guard/tests/vm/README.md`.
+//! BPF LSM enabled, and reads the results back from the serial console. The selected scenarios
+//! run in one boot per guest clock: real time for the enforcement tests, and a second boot with
+//! QEMU's instruction counter as the clock for the scenarios that measure time (header
+//! `# vmtest: clock=icount`), whose figures would otherwise follow the host's load. The guest
+//! side is documented in `ebpf-guard/tests/vm/README.md`.
 mod build;
 mod cpio;
 mod kernel;
@@ -58,6 +61,28 @@ pub struct Scenario {
     pub name: String,
     /// From the `# vmtest: needs=guard` header line.
     pub needs_guard: bool,
+    /// From the `# vmtest: clock=icount` header line (default real time).
+    pub clock: Clock,
+}
+
+/// How time passes in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Host time: TCG with two vCPUs in parallel threads (the default).
+    Real,
+    /// QEMU `-icount shift=0,sleep=off` on one vCPU: guest time advances by exactly 1 ns per
+    /// executed instruction and skips idle time, so a timing in the guest counts the
+    /// instructions it took, whatever else the host is doing.
+    Icount,
+}
+
+impl Clock {
+    fn name(self) -> &'static str {
+        match self {
+            Clock::Real => "real",
+            Clock::Icount => "icount",
+        }
+    }
 }
 
 /// Paths the harness works with.
@@ -98,34 +123,90 @@ pub fn run(args: &Args) -> Result<()> {
         if scenario.needs_guard && guest.guard.is_none() {
             skipped.push(scenario.name);
         } else {
-            runnable.push(scenario.name);
+            runnable.push(scenario);
         }
     }
+    let mut boots: Vec<(Clock, Vec<String>)> = Vec::new();
+    for clock in [Clock::Real, Clock::Icount] {
+        let names: Vec<String> = runnable
+            .iter()
+            .filter(|s| s.clock == clock)
+            .map(|s| s.name.clone())
+            .collect();
+        if !names.is_empty() {
+            boots.push((clock, names));
+        }
+    }
+    if boots.is_empty() {
+        // Nothing runnable: still boot once, so the LSM list is checked and reported.
+        boots.push((Clock::Real, Vec::new()));
+    }
+
+    let mut failures = Vec::new();
+    for (clock, names) in &boots {
+        let (mut report, log_path) =
+            boot_and_report(&layout, &kernel, &guest, *clock, names, args)?;
+        if *clock == boots[0].0 {
+            for name in &skipped {
+                report.errors.push(format!(
+                    "scenario {name} needs the guard agent, which did not build (see above)"
+                ));
+            }
+        }
+        println!("[vm] results ({}):", log_path.display());
+        println!("{}", report.summary());
+        if !report.ok() {
+            failures.push(format!(
+                "{} failed checks, {} harness errors (console log: {})",
+                report.failed(),
+                report.errors.len(),
+                log_path.display()
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("vm-test failed: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// One boot running `names` with `clock`: returns its report and its console log's path.
+fn boot_and_report(
+    layout: &Layout,
+    kernel: &kernel::Kernel,
+    guest: &build::GuestBinaries,
+    clock: Clock,
+    names: &[String],
+    args: &Args,
+) -> Result<(Report, PathBuf)> {
     // Per-run names: two runs at once (a developer and CI) must not share files.
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let run_name = format!("run-{stamp}-{}", std::process::id());
+    let run_name = format!("run-{stamp}-{}-{}", std::process::id(), clock.name());
     let initramfs = layout.work.join(format!("{run_name}.cpio"));
-    build::initramfs(&layout, &guest, &initramfs)?;
+    build::initramfs(layout, guest, &initramfs)?;
     let log_path = layout.work.join(format!("{run_name}.log"));
     let cmdline = format!(
         "console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 quiet \
-         VMTEST_SCENARIOS={} VMTEST_GUARD={} VMTEST_VAULT_ENV={}",
-        runnable.join(","),
+         VMTEST_SCENARIOS={} VMTEST_GUARD={} VMTEST_VAULT_ENV={} VMTEST_CLOCK={}",
+        names.join(","),
         u8::from(guest.guard.is_some()),
         guest.vault_env_kind,
+        clock.name(),
     );
     println!(
-        "[vm] booting {} (log: {})",
+        "[vm] booting {} with the {} clock (log: {})",
         kernel.package,
+        clock.name(),
         log_path.display()
     );
     let outcome = qemu::boot(
         &kernel.vmlinuz,
         &initramfs,
         &cmdline,
+        clock,
         &log_path,
         Duration::from_secs(args.timeout),
         args.verbose,
@@ -137,37 +218,23 @@ pub fn run(args: &Args) -> Result<()> {
     let _ = fs::copy(&log_path, &latest);
     prune_logs(&layout.work);
 
-    let mut report = Report::parse(&outcome.console, &runnable);
+    let mut report = Report::parse(&outcome.console, names);
     if outcome.timed_out {
         report.errors.push(format!(
             "timeout: the guest ran longer than {}s",
             args.timeout
         ));
     }
-    for name in &skipped {
-        report.errors.push(format!(
-            "scenario {name} needs the guard agent, which did not build (see above)"
-        ));
-    }
-    println!("[vm] results ({}):", log_path.display());
-    println!("{}", report.summary());
     println!(
-        "[vm] boot to init {:.1}s (guest uptime {}), whole guest run {:.1}s",
+        "[vm] {} clock: boot to init {:.1}s (guest uptime {}), whole guest run {:.1}s",
+        clock.name(),
         outcome.booted_after.map_or(f64::NAN, |d| d.as_secs_f64()),
         report
             .booted_uptime
             .map_or_else(|| "?".to_string(), |u| format!("{u:.1}s")),
         outcome.elapsed.as_secs_f64()
     );
-    if !report.ok() {
-        bail!(
-            "vm-test failed: {} failed checks, {} harness errors (console log: {})",
-            report.failed(),
-            report.errors.len(),
-            log_path.display()
-        );
-    }
-    Ok(())
+    Ok((report, log_path))
 }
 
 /// Deletes all but the newest `KEEP_LOGS` run logs (names sort by start time).
@@ -204,20 +271,33 @@ fn discover(dir: &Path) -> Result<Vec<Scenario>> {
         };
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let clock = match header(&text, "clock") {
+            None | Some("real") => Clock::Real,
+            Some("icount") => Clock::Icount,
+            Some(other) => bail!("{}: unknown `# vmtest: clock={other}`", path.display()),
+        };
         scenarios.push(Scenario {
             name: name.to_string(),
             needs_guard: needs(&text).iter().any(|n| n == "guard"),
+            clock,
         });
     }
     scenarios.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(scenarios)
 }
 
-/// The comma-separated list of the first `# vmtest: needs=` line.
-fn needs(script: &str) -> Vec<String> {
+/// The value of the first `# vmtest: KEY=` header line.
+fn header<'a>(script: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("# vmtest: {key}=");
     script
         .lines()
-        .find_map(|l| l.trim().strip_prefix("# vmtest: needs="))
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+/// The comma-separated list of the first `# vmtest: needs=` line.
+fn needs(script: &str) -> Vec<String> {
+    header(script, "needs")
         .map(|v| {
             v.split(',')
                 .map(str::trim)
@@ -261,7 +341,15 @@ mod tests {
         Scenario {
             name: name.into(),
             needs_guard: false,
+            clock: Clock::Real,
         }
+    }
+
+    #[test]
+    fn header_reads_the_first_matching_line() {
+        let script = "# vmtest: needs=guard\n# vmtest: clock=icount\n# vmtest: clock=real\n";
+        assert_eq!(header(script, "clock"), Some("icount"));
+        assert_eq!(header(script, "timeout"), None);
     }
 
     #[test]

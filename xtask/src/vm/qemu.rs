@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::Clock;
+
 /// What one boot produced.
 pub struct Outcome {
     /// The whole console (also written to the log file).
@@ -19,12 +21,13 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Boots `kernel` + `initrd` with `cmdline`, copying the console to `log` line by line, and
-/// kills QEMU after `timeout`.
+/// Boots `kernel` + `initrd` with `cmdline` and `clock`, copying the console to `log` line by
+/// line, and kills QEMU after `timeout`.
 pub fn boot(
     kernel: &Path,
     initrd: &Path,
     cmdline: &str,
+    clock: Clock,
     log: &Path,
     timeout: Duration,
     verbose: bool,
@@ -32,13 +35,17 @@ pub fn boot(
     let mut log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let started = Instant::now();
     // /dev/kvm cannot boot guests on these hosts: TCG only. The serial port is QEMU's stdout.
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1024",
-        ])
-        .args([
-            "-smp", "2", "-display", "none", "-monitor", "none", "-serial", "stdio",
-        ])
+    let mut command = Command::new("qemu-system-x86_64");
+    command.args([
+        "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1024",
+    ]);
+    match clock {
+        Clock::Real => command.args(["-smp", "2"]),
+        // One vCPU: guest time is then exactly the instructions that one CPU ran.
+        Clock::Icount => command.args(["-smp", "1", "-icount", "shift=0,sleep=off"]),
+    };
+    let mut child = command
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .args(["-no-reboot", "-nodefaults"])
         .arg("-kernel")
         .arg(kernel)
