@@ -13,17 +13,60 @@
 //! Growth compares the *lowest* sample of the last 10 s with the lowest of the 10 s around
 //! the half-way mark: a sample taken while renewals are in flight is up to a few pages
 //! higher, and that is not growth.
+//!
+//! The daemon is owned by a guard that stops it (SIGTERM, SIGKILL after 10 s) on every
+//! path, errors included, and its app only sleeps a minute past the run: nothing this
+//! program starts can outlive it and keep a caller's output pipes open.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::json;
 use strongroom_testbed::{OpenBao, Postgres};
 
 const LEASES: usize = 10;
 const LIMIT_KIB: u64 = 8 * 1024;
+/// How long the daemon may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The vault-env daemon under measurement; stopped when dropped.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    /// SIGTERM (the daemon forwards it to its app and exits with it), then SIGKILL if it is
+    /// still running after [`STOP_GRACE`].
+    fn stop(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).context("pid out of range")?);
+        kill(pid, Signal::SIGTERM).context("sending SIGTERM to vault-env")?;
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("vault-env ignored SIGTERM for {STOP_GRACE:?}; killing it");
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            eprintln!("stopping vault-env: {error:#}");
+        }
+    }
+}
 
 /// A `/proc/<pid>/status` figure (`VmRSS`, `RssAnon`, `RssFile`) in KiB.
 fn status_kib(pid: u32, field: &str) -> Result<u64> {
@@ -66,7 +109,8 @@ fn main() -> Result<()> {
     let mut command = Command::new(&binary);
     command
         .arg("/bin/sleep")
-        .arg("3600")
+        // Long enough for the run; short enough that a leaked app ends on its own.
+        .arg((seconds + 60).to_string())
         .env_clear()
         .envs(bao.client_env())
         .env("VAULT_AUTH_METHOD", "kubernetes")
@@ -75,7 +119,9 @@ fn main() -> Result<()> {
         .env("VAULT_JWT_FILE", &jwt)
         .env("VAULT_ENV_DAEMON", "true")
         .env("VAULT_LOG_LEVEL", "warn")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // The app's output is not needed; vault-env's warnings (stderr) are.
+        .stdout(Stdio::null());
     for i in 0..LEASES {
         bao.api(
             "POST",
@@ -87,8 +133,10 @@ fn main() -> Result<()> {
             format!("vault:database/creds/app{i}#username"),
         );
     }
-    let mut child = command.spawn().context("start vault-env")?;
-    let pid = child.id();
+    let mut daemon = Daemon {
+        child: command.spawn().context("start vault-env")?,
+    };
+    let pid = daemon.child.id();
     let started = Instant::now();
     let mut samples = Vec::new();
     let step = Duration::from_secs(1);
@@ -96,7 +144,7 @@ fn main() -> Result<()> {
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         next += step;
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = daemon.child.try_wait()? {
             bail!("vault-env exited early: {status}");
         }
         let rss = status_kib(pid, "VmRSS")?;
@@ -112,11 +160,8 @@ fn main() -> Result<()> {
         );
     }
     let renewals = bao.audit_request_count("sys/leases/renew")?;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    let _ = child.wait();
+    // Its status is the app's (killed by the forwarded SIGTERM): nothing to check.
+    daemon.stop()?;
 
     let peak = samples.iter().map(|(_, r)| *r).max().unwrap_or(0);
     let half = seconds / 2;

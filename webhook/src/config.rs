@@ -56,6 +56,10 @@ pub enum Command {
     /// and prints the figures as JSON.
     #[command(hide = true)]
     BenchAdmission(BenchArgs),
+    /// Benchmark driver for `cargo xtask bench`: cache hits and concurrent misses of the
+    /// registry lookup against a running registry; prints the figures as JSON.
+    #[command(hide = true)]
+    BenchRegistry(crate::bench::registry::RegistryBenchArgs),
 }
 
 /// `bench-admission` flags.

@@ -1,5 +1,5 @@
-//! The `vault-secrets-webhook` binary: `serve`, `inject -f FILE` and the hidden benchmark
-//! baseline `noop-server`.
+//! The `vault-secrets-webhook` binary: `serve`, `inject -f FILE`, the hidden benchmark
+//! baseline `noop-server` and the hidden benchmark drivers `bench-admission`, `bench-registry`.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -39,6 +39,11 @@ fn main() -> ExitCode {
             Command::NoopServer(args) => noop(args).await,
             Command::BenchAdmission(args) => {
                 let figures = webhook::bench::run(args.quick).await?;
+                println!("{}", serde_json::to_string(&figures)?);
+                Ok(())
+            }
+            Command::BenchRegistry(args) => {
+                let figures = webhook::bench::registry::run(&args).await?;
                 println!("{}", serde_json::to_string(&figures)?);
                 Ok(())
             }

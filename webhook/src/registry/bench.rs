@@ -12,8 +12,9 @@ use super::credentials::{SecretSource, SourceFuture};
 use super::{RegistryConfig, RegistryResolver};
 use crate::image::{ImageEntrypoint, ImageError, ImageLookup, ImageResolver as _};
 
-/// A [`SecretSource`] with no objects (a cache hit never reads secrets).
-struct NoObjects;
+/// A [`SecretSource`] with no objects (a cache hit never reads secrets; anonymous
+/// registries need none either, so `bench-registry` uses it too).
+pub struct NoObjects;
 
 impl SecretSource for NoObjects {
     fn secret<'a>(&'a self, _: &'a str, _: &'a str) -> SourceFuture<'a, Option<Secret>> {

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
 
-use super::measure::{median, ratio_figure, run_once, static_vault_env};
+use super::measure::{median, run_once, static_vault_env};
 use super::{BenchContext, Figure};
 
 const TARGET_RATIO: f64 = 1.3;
@@ -26,13 +26,12 @@ pub fn run(context: &BenchContext) -> Result<Vec<Figure>> {
         subject.push(per_exec_us(&vault_env, loops)?);
         baseline.push(per_exec_us(&wrapper, loops)?);
     }
-    Ok(vec![ratio_figure(
-        "exec",
+    Ok(vec![Figure::compared(
+        "exec-overhead",
         "vault-env /bin/true, no references, per exec vs static C wrapper",
-        median(&subject),
-        median(&baseline),
+        (median(&subject), median(&baseline)),
         "us",
-        TARGET_RATIO,
+        Some(TARGET_RATIO),
     )])
 }
 

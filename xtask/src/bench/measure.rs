@@ -1,12 +1,16 @@
 //! Shared measuring helpers of the vault-env benchmarks: the static `vault-env` build,
-//! spawn+wait timing, peak RSS through `/usr/bin/time -f %M`, medians and [`Figure`]s.
+//! spawn+wait timing (under a deadline), peak RSS through `/usr/bin/time -f %M` and medians.
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 
-use super::Figure;
+use super::child::run_timed;
+
+/// Deadline of one measured run (a vault-env start, a `bao agent` one-shot): they take
+/// milliseconds, so this only ever fires on a hang.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Builds the shipped `vault-env` (static, stripped, `dist` profile) through `cargo xtask
 /// dist`'s own build function and returns its path. `XTASK_BENCH_VAULT_ENV=PATH` benches an
@@ -22,22 +26,15 @@ pub fn static_vault_env() -> Result<PathBuf> {
     crate::dist::build(binary)
 }
 
-/// Runs `command` to completion with null stdio; fails unless it exits 0.
+/// Runs `command` to completion with null stdin/stdout, killed after a minute; fails unless
+/// it exits 0. Returns the wall time from spawn to exit.
 pub fn run_once(command: &mut Command) -> Result<Duration> {
-    let started = Instant::now();
-    let output = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("spawning {command:?}"))?;
-    let elapsed = started.elapsed();
+    let what = command.get_program().to_string_lossy().into_owned();
+    let (status, stderr, elapsed) = run_timed(command, &what, RUN_LIMIT)?;
     ensure!(
-        output.status.success(),
-        "{:?} exited with {}: {}",
-        command.get_program(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
+        status.success(),
+        "{what} exited with {status}: {}",
+        stderr.trim()
     );
     Ok(elapsed)
 }
@@ -79,42 +76,6 @@ pub fn median(values: &[f64]) -> f64 {
         sorted[mid]
     } else {
         (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-/// A figure compared with a same-run baseline: passes when `value / baseline <= target`.
-pub fn ratio_figure(
-    bench: &str,
-    name: &str,
-    value: f64,
-    baseline: f64,
-    unit: &str,
-    target: f64,
-) -> Figure {
-    let ratio = value / baseline;
-    Figure {
-        bench: bench.to_owned(),
-        name: name.to_owned(),
-        value,
-        unit: unit.to_owned(),
-        baseline: Some(baseline),
-        ratio: Some(ratio),
-        target: Some(target),
-        pass: ratio <= target,
-    }
-}
-
-/// A figure with an absolute limit: passes when `value <= target`.
-pub fn limit_figure(bench: &str, name: &str, value: f64, unit: &str, target: f64) -> Figure {
-    Figure {
-        bench: bench.to_owned(),
-        name: name.to_owned(),
-        value,
-        unit: unit.to_owned(),
-        baseline: None,
-        ratio: None,
-        target: Some(target),
-        pass: value <= target,
     }
 }
 

@@ -2,7 +2,7 @@
 //! build function) against its 6 MiB budget.
 use anyhow::{Context as _, Result};
 
-use super::measure::{limit_figure, static_vault_env};
+use super::measure::static_vault_env;
 use super::{BenchContext, Figure};
 
 /// The size budget of the static, stripped `vault-env`, in MiB.
@@ -13,7 +13,7 @@ pub fn run(_context: &BenchContext) -> Result<Vec<Figure>> {
     let bytes = std::fs::metadata(&binary)
         .with_context(|| format!("stat {}", binary.display()))?
         .len();
-    Ok(vec![limit_figure(
+    Ok(vec![Figure::limit(
         "binary-size",
         "vault-env static stripped size",
         bytes as f64 / (1024.0 * 1024.0),

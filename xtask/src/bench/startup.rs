@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::json;
 use strongroom_testbed::OpenBao;
 
-use super::measure::{median, peak_rss_kib, ratio_figure, run_once, static_vault_env};
+use super::measure::{median, peak_rss_kib, run_once, static_vault_env};
 use super::{BenchContext, Figure};
 
 const TARGET_RATIO: f64 = 0.2;
@@ -104,21 +104,19 @@ pub fn run(context: &BenchContext) -> Result<Vec<Figure>> {
         m_agent.push(peak_rss_kib(&agent())? as f64 / 1024.0);
     }
     Ok(vec![
-        ratio_figure(
-            "startup",
+        Figure::compared(
+            "secret-startup",
             "10 secrets / 3 paths then exec: wall time vs bao agent one-shot",
-            median(&t_subject),
-            median(&t_agent),
+            (median(&t_subject), median(&t_agent)),
             "ms",
-            TARGET_RATIO,
+            Some(TARGET_RATIO),
         ),
-        ratio_figure(
-            "startup",
+        Figure::compared(
+            "secret-startup",
             "10 secrets / 3 paths then exec: peak RSS vs bao agent one-shot",
-            median(&m_subject),
-            median(&m_agent),
+            (median(&m_subject), median(&m_agent)),
             "MiB",
-            TARGET_RATIO,
+            Some(TARGET_RATIO),
         ),
     ])
 }
