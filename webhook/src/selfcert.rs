@@ -348,6 +348,25 @@ impl SelfManagedTls {
         }
     }
 
+    /// The Secret's `ca.crt` as it is now (`None` if the Secret or the key is gone).
+    async fn stored_ca_bundle(&self) -> Result<Option<String>, SelfCertError> {
+        let namespace = &self.settings.secret_namespace;
+        let name = &self.settings.secret_name;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|source| SelfCertError::ReadSecret {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        Ok(secret
+            .and_then(|s| s.data)
+            .and_then(|mut data| data.remove(CA_CRT))
+            .and_then(|bytes| String::from_utf8(bytes.0).ok()))
+    }
+
     /// Create-or-read, then rotate with optimistic concurrency; returns the material to serve
     /// and whether this replica stored it.
     async fn sync_secret(&self) -> Result<(Material, bool), SelfCertError> {
@@ -445,13 +464,21 @@ impl SelfManagedTls {
         Ok(true)
     }
 
-    /// Sets `caBundle` on every webhook entry that lacks it, with a merge patch guarded by
-    /// the configuration's resourceVersion; on a conflict (another replica patched at the same
-    /// moment, or someone edited the configuration) it re-reads and tries again.
-    async fn patch_ca_bundle(&self, ca_bundle: &str) -> Result<usize, SelfCertError> {
+    /// Sets `caBundle` on every webhook entry that differs from the Secret's `ca.crt`, with a
+    /// merge patch guarded by the configuration's resourceVersion; on a conflict (another
+    /// replica patched at the same moment, or someone edited the configuration) it re-reads
+    /// and tries again.
+    ///
+    /// The bundle is read from the Secret *after* the configuration, not taken from this
+    /// pass's `fallback` (what [`Self::sync_secret`] returned): a replica that rotates the CA
+    /// stores it before it reads the configuration, so a patch that passes the
+    /// resourceVersion guard can never carry a bundle older than the last rotation. With
+    /// `fallback`, a replica whose pass overlapped another's CA rotation could put the old CA
+    /// back alone and leave the rotating replica's certificate untrusted until its next pass.
+    /// `fallback` is used only if the Secret has vanished meanwhile.
+    async fn patch_ca_bundle(&self, fallback: &str) -> Result<usize, SelfCertError> {
         let name = &self.settings.webhook_configuration;
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let wanted = ByteString(ca_bundle.as_bytes().to_vec());
         for _ in 0..MAX_ATTEMPTS {
             let config =
                 api.get(name)
@@ -460,6 +487,8 @@ impl SelfManagedTls {
                         name: name.clone(),
                         source,
                     })?;
+            let stored = self.stored_ca_bundle().await?;
+            let wanted = ByteString(stored.as_deref().unwrap_or(fallback).as_bytes().to_vec());
             let mut webhooks = config.webhooks.unwrap_or_default();
             let mut changed = 0;
             for webhook in &mut webhooks {
@@ -857,6 +886,60 @@ mod tests {
         let text = format!("{material:?}");
         assert!(!text.contains("PRIVATE KEY"));
         assert!(text.contains("<redacted>"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patch_ca_bundle_after_another_replicas_rotation_publishes_the_stored_bundle() {
+        use base64::Engine as _;
+        let issuer = strongroom_testbed::ServiceAccountIssuer::new().unwrap();
+        let api = strongroom_testbed::FakeApiServer::start(issuer.verifier()).unwrap();
+        api.insert(serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": { "name": "strongroom-webhook" },
+            "webhooks": [{
+                "name": "pods.vault-secrets-webhook.strongroom.dev",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "clientConfig": { "service": { "name": "s", "namespace": "ns", "path": "/pods" } },
+            }],
+        }))
+        .unwrap();
+        let settings = SelfCertSettings {
+            secret_namespace: "ns".to_owned(),
+            ..settings()
+        };
+        let client = api.kube_client().unwrap();
+        let tls = SelfManagedTls::new(client.clone(), settings.clone());
+        // This replica's pass read the Secret (it created it)…
+        let (stale, _) = tls.sync_secret().await.unwrap();
+        // …then another replica rotated the CA before this pass reached the configuration.
+        let rotated =
+            fresh_material(&settings, OffsetDateTime::now_utc(), Some(&stale.ca_bundle)).unwrap();
+        let secrets: Api<Secret> = Api::namespaced(client, "ns");
+        let current = secrets.get(&settings.secret_name).await.unwrap();
+        secrets
+            .replace(
+                &settings.secret_name,
+                &PostParams::default(),
+                &secret_with(current, &rotated),
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(tls.patch_ca_bundle(&stale.ca_bundle).await.unwrap(), 1);
+        let config = api
+            .get("mutatingwebhookconfigurations", "", "strongroom-webhook")
+            .unwrap();
+        let published = base64::engine::general_purpose::STANDARD
+            .decode(
+                config["webhooks"][0]["clientConfig"]["caBundle"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(published, rotated.ca_bundle.as_bytes());
+        assert_eq!(published.windows(5).filter(|w| w == b"BEGIN").count(), 2);
     }
 
     #[test]

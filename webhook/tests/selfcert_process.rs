@@ -294,13 +294,18 @@ async fn selfcert_process_two_serve_processes_share_one_ca_and_answer_reviews_ov
 
     // Once both background checks have run (each process reconciles at start and again in its
     // first check), neither has rewritten the Secret: the IP name 127.0.0.1 among
-    // TLS_DNS_NAMES must not look "missing" on every pass. A pass reads the Secret once, plus
-    // once more after each lost create race (every POST but the one that made the Secret)
-    // and each lost update race (a PUT), so without PUTs: passes = GETs - (POSTs - 1).
+    // TLS_DNS_NAMES must not look "missing" on every pass. A pass ends by reading the webhook
+    // configuration once, plus once more after each lost patch race; exactly one patch
+    // succeeds (the caBundle is set once), so passes = GETs - (PATCHes - 1).
     let secret_path = format!("{secrets_path}/{SECRET}");
+    let configuration_path = format!(
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{CONFIGURATION}"
+    );
     let puts = || api.count_requests("PUT", &secret_path);
-    let passes =
-        || api.count_requests("GET", &secret_path) + 1 - api.count_requests("POST", &secrets_path);
+    let passes = || {
+        (api.count_requests("GET", &configuration_path) + 1)
+            .saturating_sub(api.count_requests("PATCH", &configuration_path))
+    };
     let checked = eventually(Duration::from_secs(10), || async {
         passes() >= 4 || puts() > 0
     })
