@@ -34,6 +34,11 @@ pub const PROJECT_KEYS: &[(&str, &str)] = &[
         "`enforce` or `audit`: ebpf-guard mode for the pod; copied into STRONGROOM_GUARD_MODE \
          of injected containers",
     ),
+    (
+        crate::registry::LOOKUP_ANNOTATION,
+        "`\"false\"` opts the pod out of the registry lookup of ENTRYPOINT/CMD (for pods that \
+         set `command`)",
+    ),
 ];
 
 /// How the webhook treats a Bank-Vaults key.
@@ -264,6 +269,20 @@ mod tests {
         let parsed = Annotations::parse(Some(&a));
         assert!(parsed.warnings()[0].contains("did you mean strongroom.dev/guard-mode"));
         assert_eq!(parsed.project(GUARD_MODE), None);
+    }
+
+    #[test]
+    fn parse_every_project_key_is_known_without_warning() {
+        for (key, _) in PROJECT_KEYS {
+            let a = map(&[(key, "false")]);
+            let parsed = Annotations::parse(Some(&a));
+            assert!(
+                parsed.warnings().is_empty(),
+                "{key}: {:?}",
+                parsed.warnings()
+            );
+            assert_eq!(parsed.project(key), Some("false"));
+        }
     }
 
     #[test]
