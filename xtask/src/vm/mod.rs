@@ -30,7 +30,7 @@ pub struct Args {
     /// Default: every script in `ebpf-guard/tests/vm/scenarios/`.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
-    /// Kill the guest after this many seconds.
+    /// Kill a guest after this many seconds (each boot).
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
     /// Echo the serial console while the guest runs.
@@ -38,8 +38,9 @@ pub struct Args {
     pub verbose: bool,
 }
 
-/// Whole-guest time limit. The suite takes about 3.5 minutes under TCG on a loaded 2-core
-/// host; single scenarios have their own limits (`# vmtest: timeout=`).
+/// Time limit of each boot. The real-clock boot takes about 1.5 minutes under TCG on a loaded
+/// 2-core host, the icount boot under one; single scenarios have their own limits
+/// (`# vmtest: timeout=`, in guest time).
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// Console logs kept in `target/vm/`.
 const KEEP_LOGS: usize = 20;

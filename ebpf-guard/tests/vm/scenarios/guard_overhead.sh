@@ -5,11 +5,12 @@
 #
 # Method: the agent sets everything up (maps, registration, the pod's protection) and is
 # stopped; the kernel enforces from the pins alone (see guard_restart), so neither side of the
-# comparison pays for the agent's own work. Then ROUNDS interleaved rounds: in each, the guard
-# is detached (its links unpinned, programs parked by guard_links) and attached again, in
-# ABBA order, and every loop runs once per state. Each figure is the median over the rounds
-# (ns per op); the ratio is guarded median / unguarded median. An exec session's read of the
-# pod's environ after every switch proves each round measured the state it claims.
+# comparison pays for the agent's own work. Then ROUNDS (default 8, even so the ABBA order is
+# balanced) interleaved rounds: in each, the guard is detached (its links unpinned, programs
+# parked by guard_links) and attached again, in ABBA order (off,on then on,off), and every
+# loop runs once per state. Each figure is the median over the rounds (ns per op); the ratio
+# is guarded median / unguarded median. An exec session's read of the pod's environ after
+# every switch proves each round measured the state it claims.
 #
 # Clock: this scenario runs in its own boot with QEMU's instruction counter as the guest clock
 # (1 ns per executed instruction, one vCPU, idle time skipped), so ns/op counts the instructions
@@ -25,7 +26,7 @@
 
 . /vmtest/guard.sh
 
-ROUNDS=${GUARD_BENCH_ROUNDS:-7}
+ROUNDS=${GUARD_BENCH_ROUNDS:-8}
 OPEN_N=${GUARD_BENCH_OPEN_N:-600}
 FORK_N=${GUARD_BENCH_FORK_N:-6}
 KINDS="open environ forkexec pod_open pod_forkexec"
