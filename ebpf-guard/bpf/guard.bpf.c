@@ -62,7 +62,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_CONTAINERS 8192
 #define MAX_INODES 4096
 
-/* The token pre-filter: 2^TOKEN_FILTER_BITS_LOG2 bits in u64 words. */
+/* The token pre-filter: 2^GUARD_TOKEN_FILTER_BITS_LOG2 bits in u64 words. */
 #define TOKEN_FILTER_WORDS (1u << (GUARD_TOKEN_FILTER_BITS_LOG2 - 6))
 
 struct {
