@@ -476,6 +476,8 @@ fn lineage_full_map_marks_container_degraded() {
     let state = tg.get().containers()[&cg.id()];
     assert_eq!(state.flags & CONTAINER_DEGRADED, CONTAINER_DEGRADED);
     assert!(tg.get().stats().expect("stats").lineage_full >= 1);
+    // The kernel raised the global counter that opens the slow path for untracked targets.
+    assert!(tg.get().degraded_count().expect("guard_state") >= 1);
     let _ = Command::new("kill").arg(child_pid.to_string()).status();
     kill(&mut root);
 }
