@@ -51,7 +51,7 @@ exec </dev/console >/dev/console 2>&1
 
 echo "VMTEST BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
 echo "VMTEST LSM $(cat /sys/kernel/security/lsm)"
-echo "VMTEST INFO vault-env=${VMTEST_VAULT_ENV:-unknown} guard=${VMTEST_GUARD:-0} clock=${VMTEST_CLOCK:-real}"
+echo "VMTEST INFO guard=${VMTEST_GUARD:-0} clock=${VMTEST_CLOCK:-real}"
 
 for name in $(echo "${VMTEST_SCENARIOS:-}" | tr ',' ' '); do
 	script=/vmtest/scenarios/$name.sh

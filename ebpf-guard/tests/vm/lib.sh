@@ -118,7 +118,7 @@ canary_new() {
 _hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 # pod_start NAME [KEY=VALUE]... CMD [ARGS...]: starts a simulated pod, kubelet/containerd style
-# (with POD_GUARD_MODE=enforce|audit set, writes it to guard-mode next to the pod's vault-env;
+# (with POD_GUARD_MODE=enforce|audit set, copy-self writes it to guard-mode next to vault-env;
 # with POD_INIT_SECONDS=S, waits S seconds between preparing the volumes and starting CMD):
 #   /var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~empty-dir/vault-env/    (tmpfs, holds a
 #       copy of vault-env; mounted at /vault in the container)
@@ -149,9 +149,16 @@ pod_start() {
 	mkdir -p "$_ed" "$_sa" "$_cg"
 	mount -t tmpfs -o size=64m tmpfs "$_ed"
 	mount -t tmpfs -o size=1m tmpfs "$_sa"
-	cp /opt/vault-env/vault-env "$_ed/vault-env"
-	# The injector's init container writes the pod's guard mode next to vault-env.
-	[ -n "${POD_GUARD_MODE:-}" ] && echo "$POD_GUARD_MODE" >"$_ed/guard-mode"
+	# The injector's init container: `vault-env copy-self` installs vault-env and, given
+	# STRONGROOM_GUARD_MODE (the webhook copies the pod's annotation there), the guard-mode file.
+	if [ -n "${POD_GUARD_MODE:-}" ]; then
+		STRONGROOM_GUARD_MODE=$POD_GUARD_MODE /opt/vault-env/vault-env copy-self "$_ed" 2>"$_dir/init.log"
+	else
+		/opt/vault-env/vault-env copy-self "$_ed" 2>"$_dir/init.log"
+	fi || {
+		fail "pod_start:$_name" "copy-self: $(head -c 300 "$_dir/init.log")"
+		return 1
+	}
 	# The kubelet's atomic-writer layout: token -> ..data/token, ..data -> ..<timestamp>/.
 	# The token is a canary too: it must never reach the console.
 	_ts=..$(date +%Y_%m_%d_%H_%M_%S).$(_hex 4)

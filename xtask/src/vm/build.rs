@@ -23,33 +23,23 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 pub struct GuestBinaries {
     /// `(name, path)` of every compiled probe (`probes/*.c`).
     pub probes: Vec<(String, PathBuf)>,
-    /// The binary installed as `/vault/vault-env` in every simulated pod.
+    /// The workspace's static vault-env, installed as `/vault/vault-env` in every simulated pod.
     pub vault_env: PathBuf,
-    /// `real` (the workspace's vault-env) or `stand-in` (a plain exec wrapper, used while the
-    /// real one does not build or does not exec its command yet).
-    pub vault_env_kind: &'static str,
     /// The guard agent, when it was requested and built.
     pub guard: Option<PathBuf>,
 }
 
 pub fn guest_binaries(layout: &Layout, want_guard: bool) -> Result<GuestBinaries> {
     let probes = probes(&layout.tests.join("probes"), &layout.work.join("probes"))?;
-    let stand_in = probes
-        .iter()
-        .find(|(name, _)| name == "vault_env_stand_in")
-        .map(|(_, path)| path.clone())
-        .context("probes/vault_env_stand_in.c is missing")?;
-    let (vault_env, vault_env_kind) = match static_rust(layout, "vault-env", "vault-env") {
-        Ok(path) if execs_its_command(&path) => (path, "real"),
-        Ok(_) => {
-            println!("[vm] WARNING: vault-env does not exec its command yet; using the stand-in");
-            (stand_in, "stand-in")
-        }
-        Err(error) => {
-            println!("[vm] WARNING: vault-env did not build ({error:#}); using the stand-in");
-            (stand_in, "stand-in")
-        }
-    };
+    // The real vault-env or nothing: a stand-in would let the scenarios pass without the product.
+    let vault_env = static_rust(layout, "vault-env", "vault-env").context("building vault-env")?;
+    if !execs_its_command(&vault_env) {
+        bail!(
+            "{} does not run its command with no vault: references (VAULT_ADDR={VAULT_ADDR}); \
+             the pods in the guest start through it",
+            vault_env.display()
+        );
+    }
     let guard = if want_guard {
         match static_rust(layout, "ebpf-guard", "ebpf-guard") {
             Ok(path) => Some(path),
@@ -67,7 +57,6 @@ pub fn guest_binaries(layout: &Layout, want_guard: bool) -> Result<GuestBinaries
     Ok(GuestBinaries {
         probes,
         vault_env,
-        vault_env_kind,
         guard,
     })
 }

@@ -191,10 +191,9 @@ fn boot_and_report(
     let log_path = layout.work.join(format!("{run_name}.log"));
     let cmdline = format!(
         "console=ttyS0 lsm=lockdown,capability,landlock,yama,apparmor,bpf panic=-1 quiet \
-         VMTEST_SCENARIOS={} VMTEST_GUARD={} VMTEST_VAULT_ENV={} VMTEST_CLOCK={}",
+         VMTEST_SCENARIOS={} VMTEST_GUARD={} VMTEST_CLOCK={}",
         names.join(","),
         u8::from(guest.guard.is_some()),
-        guest.vault_env_kind,
         clock.name(),
     );
     println!(

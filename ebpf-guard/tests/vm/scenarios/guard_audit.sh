@@ -23,9 +23,9 @@ expect_ok exec_ptrace_attach pod_exec app ptrace_attach 1
 expect_ok exec_ptrace_seize pod_exec app ptrace_seize 1
 expect_ok exec_vm_readv pod_exec app vm_readv 1
 expect_ok exec_pidfd_getfd pod_exec app pidfd_getfd 1 1
-# Allowed: the exec happens (the stand-in prints OK ran; the real vault-env its own error,
-# since the session has no Vault configuration).
-expect exec_runs_vault_env '^(OK ran$|vault-env: )' pod_exec app exec_file /vault/vault-env /probes/echo_ok
+# Allowed: vault-env runs and execs its command (no vault: references, so no login).
+expect exec_runs_vault_env '^OK ran$' pod_exec app VAULT_ADDR=https://vault.vault.svc:8200 \
+	exec_file /vault/vault-env /probes/echo_ok
 expect_ok exec_open_token pod_exec app open_file "$token"
 
 # Give the agent a moment to drain the ring buffer (it polls every 20 ms).
@@ -88,10 +88,17 @@ else
 	fail metrics_count_audits "$(wget -qO- http://127.0.0.1:9090/metrics | grep events_total | head -c 400)"
 fi
 
-# Per-pod mode: a pod asking for enforce is enforced on an audit node.
+# Per-pod mode: a pod asking for enforce is enforced on an audit node. The mode file is the
+# one the init container's copy-self writes from STRONGROOM_GUARD_MODE.
 strict_canary=$(canary_new)
+POD_GUARD_MODE=enforce
 pod_start_app strict "$strict_canary" || exit 1
-echo enforce >"$(dirname "$(pod_vault_env strict)")/guard-mode"
+unset POD_GUARD_MODE
+if [ "$(cat "$(dirname "$(pod_vault_env strict)")/guard-mode")" = enforce ]; then
+	pass copy_self_wrote_guard_mode ""
+else
+	fail copy_self_wrote_guard_mode "$(ls -l "$(dirname "$(pod_vault_env strict)")")"
+fi
 strict_denied() { pod_exec strict read_environ 1 "$strict_canary" | grep -q '^ERR EACCES'; }
 if wait_for 10 strict_denied; then
 	pass pod_enforce_beats_node_audit "$(pod_exec strict read_environ 1 "$strict_canary")"
