@@ -6,19 +6,22 @@
 //!
 //! A review body is attacker-influenced (object fields come from the user creating it). It is
 //! parsed into these types with a size limit enforced before (see [`crate::server`]); the
-//! object itself stays a [`serde_json::Value`] until the decision parses it as a Pod.
+//! object itself stays raw JSON text borrowed from the body (syntax-checked, not yet
+//! interpreted) until the decision parses it once, as a Pod or, for Secrets and ConfigMaps,
+//! as a [`serde_json::Value`].
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The two admission API versions the webhook answers.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
-/// An AdmissionReview as sent by the API server.
+/// An AdmissionReview as sent by the API server, borrowing the object from the body.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionReview {
+pub struct AdmissionReview<'a> {
     /// `admission.k8s.io/v1` or `admission.k8s.io/v1beta1`.
     #[serde(default)]
     pub api_version: String,
@@ -26,7 +29,8 @@ pub struct AdmissionReview {
     #[serde(default)]
     pub kind: String,
     /// The request; absent in a malformed review.
-    pub request: Option<AdmissionRequest>,
+    #[serde(borrow)]
+    pub request: Option<AdmissionRequest<'a>>,
 }
 
 /// Group, version and kind of the admitted object.
@@ -43,7 +47,7 @@ pub struct GroupVersionKind {
 /// The fields of `request` the webhook uses.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
+pub struct AdmissionRequest<'a> {
     /// Echoed in the response.
     pub uid: String,
     /// Kind of the object.
@@ -61,9 +65,10 @@ pub struct AdmissionRequest {
     /// The request will not be persisted.
     #[serde(default)]
     pub dry_run: Option<bool>,
-    /// The object being admitted.
-    #[serde(default)]
-    pub object: Option<Value>,
+    /// The object being admitted, as raw JSON text (`None` when absent or `null`). Parsed
+    /// once by the decision, straight into the type it needs.
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
 }
 
 /// A `metav1.Status` subset carried by a refused review.
@@ -130,15 +135,10 @@ impl AdmissionResponse {
     }
 
     /// Allowed with a JSON Patch.
-    ///
-    /// # Errors
-    ///
-    /// Serialising the operations cannot fail for these types; the error is passed on.
-    pub fn with_patch(mut self, ops: &[PatchOp]) -> Result<Self, serde_json::Error> {
-        let json = serde_json::to_vec(ops)?;
-        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+    pub fn with_patch(mut self, patch: JsonPatch) -> Self {
+        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch.into_json()));
         self.patch_type = Some("JSONPatch".to_owned());
-        Ok(self)
+        self
     }
 
     /// Adds admission warnings (shown by kubectl).
@@ -165,32 +165,72 @@ impl AdmissionResponse {
     }
 }
 
-/// One JSON Patch (RFC 6902) operation; only `add` is needed (it also replaces an existing
-/// object member).
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct PatchOp {
-    /// Always `add`.
-    pub op: &'static str,
-    /// A JSON Pointer built by [`pointer`].
-    pub path: String,
-    /// The value to add.
-    pub value: Value,
+/// A JSON Patch (RFC 6902) written straight to its JSON text, one `add` operation at a time
+/// (`add` also replaces an existing object member, so it is the only operation needed).
+/// Values are serialised in place: no intermediate [`Value`] tree is built.
+#[derive(Clone, Debug)]
+pub struct JsonPatch {
+    json: Vec<u8>,
+    ops: usize,
 }
 
-impl PatchOp {
-    /// An `add` operation at the pointer made of `tokens`.
-    pub fn add(tokens: &[&str], value: Value) -> Self {
-        Self {
-            op: "add",
-            path: pointer(tokens),
-            value,
+impl Default for JsonPatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonPatch {
+    /// An empty patch.
+    pub fn new() -> Self {
+        let mut json = Vec::with_capacity(4096);
+        json.push(b'[');
+        Self { json, ops: 0 }
+    }
+
+    /// Appends `{"op":"add","path":<pointer of tokens>,"value":<value>}`.
+    ///
+    /// # Errors
+    ///
+    /// When `value` fails to serialise (not expected for the webhook's types); the patch is
+    /// then unusable.
+    pub fn add<T: Serialize + ?Sized>(
+        &mut self,
+        tokens: &[&str],
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        if self.ops > 0 {
+            self.json.push(b',');
         }
+        self.json.extend_from_slice(br#"{"op":"add","path":"#);
+        serde_json::to_writer(&mut self.json, &pointer(tokens))?;
+        self.json.extend_from_slice(br#","value":"#);
+        serde_json::to_writer(&mut self.json, value)?;
+        self.json.push(b'}');
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    /// Whether no operation was added.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// The patch as JSON text.
+    pub fn into_json(mut self) -> Vec<u8> {
+        self.json.push(b']');
+        self.json
     }
 }
 
 /// Builds a JSON Pointer (RFC 6901) from unescaped reference tokens.
 pub fn pointer(tokens: &[&str]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
     for token in tokens {
         out.push('/');
         for c in token.chars() {
@@ -220,17 +260,43 @@ mod tests {
 
     #[test]
     fn with_patch_round_trips_base64() {
-        let ops = [PatchOp::add(&["spec", "x"], serde_json::json!(1))];
-        let response = AdmissionResponse::allow("u")
-            .with_patch(&ops)
-            .unwrap_or_else(|e| {
-                panic!("serialise: {e}");
-            });
+        let mut patch = JsonPatch::new();
+        patch
+            .add(&["spec", "x"], &1)
+            .unwrap_or_else(|e| panic!("serialise: {e}"));
+        patch
+            .add(&["metadata", "a/b"], &["v"])
+            .unwrap_or_else(|e| panic!("serialise: {e}"));
+        assert_eq!(patch.len(), 2);
+        let response = AdmissionResponse::allow("u").with_patch(patch);
         assert_eq!(
             response.decoded_patch(),
-            Some(serde_json::json!([{"op": "add", "path": "/spec/x", "value": 1}]))
+            Some(serde_json::json!([
+                {"op": "add", "path": "/spec/x", "value": 1},
+                {"op": "add", "path": "/metadata/a~1b", "value": ["v"]},
+            ]))
         );
         assert_eq!(response.patch_type.as_deref(), Some("JSONPatch"));
+    }
+
+    #[test]
+    fn json_patch_empty_is_empty_array() {
+        let patch = JsonPatch::new();
+        assert!(patch.is_empty());
+        assert_eq!(patch.into_json(), b"[]");
+    }
+
+    #[test]
+    fn review_object_borrowed_raw_null_is_none() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":null}}"#;
+        let review: AdmissionReview<'_> =
+            serde_json::from_slice(body).unwrap_or_else(|e| panic!("parse: {e}"));
+        assert!(review.request.is_some_and(|r| r.object.is_none()));
+        let body = br#"{"request":{"uid":"u","object":{"kind":"Pod", "x": [1, 2]}}}"#;
+        let review: AdmissionReview<'_> =
+            serde_json::from_slice(body).unwrap_or_else(|e| panic!("parse: {e}"));
+        let object = review.request.and_then(|r| r.object).map(RawValue::get);
+        assert_eq!(object, Some(r#"{"kind":"Pod", "x": [1, 2]}"#));
     }
 
     #[test]

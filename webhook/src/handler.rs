@@ -6,7 +6,11 @@
 //! The body is untrusted. Parse errors are answered with a 400 review whose message comes from
 //! the JSON parser; nothing of the body is logged.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::admission::{API_VERSIONS, AdmissionResponse, AdmissionReview};
 use crate::mutate::{Decision, Mutator, Outcome};
@@ -36,7 +40,7 @@ pub struct Answer {
 
 /// Answers one request body.
 pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
-    let review: AdmissionReview = match serde_json::from_slice(body) {
+    let review: AdmissionReview<'_> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(error) => {
             return bad_review(
@@ -60,29 +64,43 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
     let Some(request) = review.request else {
         return bad_review(api_version, "the review has no request".to_owned());
     };
+    let (outcome, generate_name) = mutator.review_named(&request).await;
     let meta = ReviewMeta {
-        uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: request.name.clone().unwrap_or_else(|| {
-            request
-                .object
-                .as_ref()
-                .and_then(|o| o.pointer("/metadata/generateName"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
+        uid: request.uid,
+        namespace: request.namespace.unwrap_or_default(),
+        name: request.name.unwrap_or_else(|| {
+            // The Pod's, when the decision parsed one; otherwise read from the raw object.
+            generate_name.unwrap_or_else(|| raw_generate_name(request.object))
         }),
-        kind: request.kind.kind.clone(),
-        operation: request.operation.clone(),
+        kind: request.kind.kind,
+        operation: request.operation,
         dry_run: request.dry_run.unwrap_or(false),
     };
-    let outcome = mutator.review(&request).await;
     Answer {
         http_status: 200,
         body: outcome.response.clone().into_review(api_version),
         outcome,
         meta,
     }
+}
+
+/// `metadata.generateName` of the raw object, or empty (read for the log line when the
+/// request has no name). Only maps are looked into, as a JSON pointer would.
+fn raw_generate_name(object: Option<&RawValue>) -> String {
+    fn field<'a>(raw: &'a RawValue, name: &str) -> Option<&'a RawValue> {
+        let mut fields: HashMap<Cow<'a, str>, &'a RawValue> =
+            serde_json::from_str(raw.get()).ok()?;
+        fields.remove(name)
+    }
+    object
+        .and_then(|object| field(object, "metadata"))
+        .and_then(|metadata| field(metadata, "generateName"))
+        .and_then(|name| serde_json::from_str::<Value>(name.get()).ok())
+        .and_then(|name| match name {
+            Value::String(name) => Some(name),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// The benchmark baseline's answer: `allowed: true` for the uid, no decision.

@@ -11,14 +11,15 @@
 //! annotations can only narrow it. Env values never reach a log line: the decision reports
 //! its reason as a fixed code, the message only goes back to the client.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Probe, VolumeMount};
-use serde_json::{Value, json};
+use serde_json::Value;
 use vault_env::copy_self::GUARD_MODE_ENV;
 
-use crate::admission::{AdmissionRequest, AdmissionResponse, PatchOp};
+use crate::admission::{AdmissionRequest, AdmissionResponse, JsonPatch};
 use crate::annotations::{self, Annotations};
 use crate::image::{ImageLookup, ImageResolver, Platform};
 use crate::objects::{LookupError, ObjectKind, ObjectSource};
@@ -213,32 +214,49 @@ impl Mutator {
     }
 
     /// Answers one admission request.
-    pub async fn review(&self, request: &AdmissionRequest) -> Outcome {
+    pub async fn review(&self, request: &AdmissionRequest<'_>) -> Outcome {
+        self.review_named(request).await.0
+    }
+
+    /// Answers one admission request; when the object was parsed as a Pod, also returns its
+    /// `metadata.generateName` (empty when unset) for the log line, so that the handler
+    /// need not parse the object a second time.
+    pub async fn review_named(&self, request: &AdmissionRequest<'_>) -> (Outcome, Option<String>) {
         let uid = request.uid.as_str();
         let kind = &request.kind;
         if kind.group.is_empty() && matches!(kind.kind.as_str(), "Secret" | "ConfigMap") {
-            return not_ours_secret_or_configmap(uid, request);
+            return (not_ours_secret_or_configmap(uid, request), None);
         }
         if !(kind.group.is_empty() && kind.kind == "Pod") || request.operation != "CREATE" {
-            return outcome(AdmissionResponse::allow(uid), Decision::NotOurs, 0);
+            return (
+                outcome(AdmissionResponse::allow(uid), Decision::NotOurs, 0),
+                None,
+            );
         }
         let Some(object) = request.object.as_ref() else {
-            return outcome(
-                AdmissionResponse::invalid(uid, "the review has no request.object"),
-                Decision::Invalid,
-                0,
-            );
-        };
-        let pod: Pod = match serde::Deserialize::deserialize(object) {
-            Ok(pod) => pod,
-            Err(error) => {
-                return outcome(
-                    AdmissionResponse::invalid(
-                        uid,
-                        format!("request.object is not a Pod: {error}"),
-                    ),
+            return (
+                outcome(
+                    AdmissionResponse::invalid(uid, "the review has no request.object"),
                     Decision::Invalid,
                     0,
+                ),
+                None,
+            );
+        };
+        // Parsed once, straight from the body's text into the Pod.
+        let pod: Pod = match serde_json::from_str(object.get()) {
+            Ok(pod) => pod,
+            Err(error) => {
+                return (
+                    outcome(
+                        AdmissionResponse::invalid(
+                            uid,
+                            format!("request.object is not a Pod: {}", message_only(&error)),
+                        ),
+                        Decision::Invalid,
+                        0,
+                    ),
+                    None,
                 );
             }
         };
@@ -247,34 +265,28 @@ impl Mutator {
             .clone()
             .or_else(|| pod.metadata.namespace.clone())
             .unwrap_or_default();
-        self.review_pod(uid, &pod, &namespace).await
+        let decided = self.review_pod(uid, &pod, &namespace).await;
+        (
+            decided,
+            Some(pod.metadata.generate_name.unwrap_or_default()),
+        )
     }
 
     /// Decides for one pod and returns the response (used by `inject` for templates too).
     pub async fn review_pod(&self, uid: &str, pod: &Pod, namespace: &str) -> Outcome {
-        if let Some(decision) = skip_reason(pod) {
+        let annotations = Annotations::parse(pod.metadata.annotations.as_ref());
+        if let Some(decision) = skip_reason(pod, &annotations) {
             return outcome(AdmissionResponse::allow(uid), decision, 0);
         }
-        let annotations = Annotations::parse(pod.metadata.annotations.as_ref());
         let mut warnings = annotations.warnings().to_vec();
         match self.plan(pod, namespace, &annotations, &mut warnings).await {
-            Ok((ops, injected)) if injected > 0 => {
-                match AdmissionResponse::allow(uid).with_patch(&ops) {
-                    Ok(response) => outcome(
-                        response.with_warnings(warnings),
-                        Decision::Patched,
-                        injected,
-                    ),
-                    Err(error) => outcome(
-                        AdmissionResponse::invalid(
-                            uid,
-                            format!("building the patch failed: {error}"),
-                        ),
-                        Decision::Invalid,
-                        0,
-                    ),
-                }
-            }
+            Ok((patch, injected)) if injected > 0 => outcome(
+                AdmissionResponse::allow(uid)
+                    .with_patch(patch)
+                    .with_warnings(warnings),
+                Decision::Patched,
+                injected,
+            ),
             Ok(_) => outcome(
                 AdmissionResponse::allow(uid).with_warnings(warnings),
                 Decision::NothingToInject,
@@ -308,7 +320,7 @@ impl Mutator {
         namespace: &str,
         annotations: &Annotations,
         warnings: &mut Vec<String>,
-    ) -> Result<(Vec<PatchOp>, usize), Refusal> {
+    ) -> Result<(JsonPatch, usize), Refusal> {
         let Some(spec) = pod.spec.as_ref() else {
             return Err(Refusal::Invalid("the Pod has no spec".to_owned()));
         };
@@ -346,11 +358,11 @@ impl Mutator {
             }
         }
         if planned.is_empty() {
-            return Ok((Vec::new(), 0));
+            return Ok((JsonPatch::new(), 0));
         }
 
         let settings = self.pod_settings(pod, annotations, warnings)?;
-        let mut ops = Vec::new();
+        let mut ops = JsonPatch::new();
         let mut injected = 0;
         for (list, index, container, env) in planned {
             let Some(args) = self
@@ -360,25 +372,42 @@ impl Mutator {
                 continue;
             };
             injected += 1;
-            self.container_ops(list, index, container, env, args, &settings, &mut ops);
+            self.container_ops(list, index, container, &env, args, &settings, &mut ops)
+                .map_err(patch_failed)?;
         }
         if injected == 0 {
-            return Ok((Vec::new(), 0));
+            return Ok((JsonPatch::new(), 0));
         }
-        self.pod_ops(pod, &settings, &mut ops);
+        self.pod_ops(pod, &settings, &mut ops)
+            .map_err(patch_failed)?;
         Ok((ops, injected))
     }
 
     /// The container's env after resolving references held in Secrets/ConfigMaps, and
     /// whether any value is a Vault reference.
-    async fn container_env(
+    async fn container_env<'c>(
         &self,
-        container: &Container,
+        container: &'c Container,
         namespace: &str,
         cache: &mut BTreeMap<(ObjectKind, String), Option<BTreeMap<String, String>>>,
         warnings: &mut Vec<String>,
-    ) -> Result<(Vec<EnvVar>, bool), Refusal> {
-        let mut env = container.env.clone().unwrap_or_default();
+    ) -> Result<(Cow<'c, [EnvVar]>, bool), Refusal> {
+        let declared = container.env.as_deref().unwrap_or_default();
+        // The common case: plain values only, nothing to read from Secrets/ConfigMaps, so
+        // the container's own list is used as is.
+        if container.env_from.is_none() && declared.iter().all(|var| var.value_from.is_none()) {
+            let mut has_refs = false;
+            for var in declared {
+                if let Some(value) = var.value.as_deref()
+                    && vault_env::reference::contains_reference(value)
+                {
+                    check_reference(&container.name, &var.name, value)?;
+                    has_refs = true;
+                }
+            }
+            return Ok((Cow::Borrowed(declared), has_refs));
+        }
+        let mut env = declared.to_vec();
         let mut has_refs = false;
         for var in &mut env {
             if let Some(value) = var.value.as_deref() {
@@ -446,7 +475,7 @@ impl Mutator {
                 has_refs = true;
             }
         }
-        Ok((env, has_refs))
+        Ok((Cow::Owned(env), has_refs))
     }
 
     /// Reads (once per review) the reference entries of a referenced object.
@@ -771,45 +800,43 @@ impl Mutator {
         list: ListKind,
         index: usize,
         container: &Container,
-        mut env: Vec<EnvVar>,
+        env: &[EnvVar],
         args: Vec<String>,
         settings: &PodSettings,
-        ops: &mut Vec<PatchOp>,
-    ) {
+        ops: &mut JsonPatch,
+    ) -> Result<(), serde_json::Error> {
         let index = index.to_string();
-        let base = ["spec", list.field(), index.as_str()];
-        fn join<'a>(base: &[&'a str], field: &'a str) -> Vec<&'a str> {
-            let mut tokens = base.to_vec();
-            tokens.push(field);
-            tokens
-        }
-        let at = |field: &'static str| join(&base, field);
-        // The webhook's VAULT_* values replace any the object set itself.
-        env.retain(|var| !settings.env.iter().any(|(name, _)| *name == var.name));
-        env.extend(settings.env.iter().map(|(name, value)| EnvVar {
-            name: name.clone(),
-            value: Some(value.clone()),
-            value_from: None,
-        }));
-        let mut mounts = container.volume_mounts.clone().unwrap_or_default();
-        mounts.push(VolumeMount {
+        let at = |field: &'static str| ["spec", list.field(), index.as_str(), field];
+        // The webhook's VAULT_* values replace any the object set itself; serialised as one
+        // list without copying either part.
+        let kept: Vec<&EnvVar> = env
+            .iter()
+            .filter(|var| !settings.env.iter().any(|(name, _)| *name == var.name))
+            .collect();
+        let injected_env: Vec<NameValue<'_>> = settings
+            .env
+            .iter()
+            .map(|(name, value)| NameValue { name, value })
+            .collect();
+        let mut injected_mounts = vec![VolumeMount {
             name: VOLUME_NAME.to_owned(),
             mount_path: MOUNT_PATH.to_owned(),
             read_only: Some(true),
             ..VolumeMount::default()
-        });
+        }];
         if settings.tls_secret.is_some() {
-            mounts.push(VolumeMount {
+            injected_mounts.push(VolumeMount {
                 name: TLS_VOLUME_NAME.to_owned(),
                 mount_path: TLS_MOUNT_PATH.to_owned(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
         }
-        ops.push(PatchOp::add(&at("command"), json!([VAULT_ENV_COMMAND])));
-        ops.push(PatchOp::add(&at("args"), json!(args)));
-        ops.push(PatchOp::add(&at("env"), to_value(&env)));
-        ops.push(PatchOp::add(&at("volumeMounts"), to_value(&mounts)));
+        let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+        ops.add(&at("command"), &[VAULT_ENV_COMMAND])?;
+        ops.add(&at("args"), &args)?;
+        ops.add(&at("env"), &Chain(&kept, &injected_env))?;
+        ops.add(&at("volumeMounts"), &Chain(mounts, &injected_mounts))?;
         if settings.mutate_probes {
             let probes = [
                 ("livenessProbe", &container.liveness_probe),
@@ -821,93 +848,224 @@ impl Mutator {
                     let wrapped: Vec<&str> = std::iter::once(VAULT_ENV_COMMAND)
                         .chain(command.iter().map(String::as_str))
                         .collect();
-                    let mut tokens = at(field);
-                    tokens.extend(["exec", "command"]);
-                    ops.push(PatchOp::add(&tokens, json!(wrapped)));
+                    let [a, b, c, d] = at(field);
+                    ops.add(&[a, b, c, d, "exec", "command"], &wrapped)?;
                 }
             }
         }
+        Ok(())
     }
 
     /// Pod-level operations: volumes, the init container and the injected annotation. They
     /// come after the container operations, whose init container indexes are the original
     /// ones.
-    fn pod_ops(&self, pod: &Pod, settings: &PodSettings, ops: &mut Vec<PatchOp>) {
+    fn pod_ops(
+        &self,
+        pod: &Pod,
+        settings: &PodSettings,
+        ops: &mut JsonPatch,
+    ) -> Result<(), serde_json::Error> {
         let config = &self.config;
-        let mut volumes = vec![json!({
-            "name": VOLUME_NAME,
-            "emptyDir": {"medium": "Memory", "sizeLimit": config.volume_size_limit},
-        })];
+        let mut volumes = vec![InjectedVolume::EmptyDir {
+            name: VOLUME_NAME,
+            empty_dir: EmptyDirSource {
+                medium: "Memory",
+                size_limit: &config.volume_size_limit,
+            },
+        }];
         if let Some(secret) = &settings.tls_secret {
-            volumes.push(json!({
-                "name": TLS_VOLUME_NAME,
-                "secret": {"secretName": secret, "defaultMode": 0o444},
-            }));
+            volumes.push(InjectedVolume::Secret {
+                name: TLS_VOLUME_NAME,
+                secret: SecretSource {
+                    secret_name: secret,
+                    default_mode: 0o444,
+                },
+            });
         }
         let spec = pod.spec.as_ref();
         if spec.and_then(|s| s.volumes.as_ref()).is_some() {
-            for volume in volumes {
-                ops.push(PatchOp::add(&["spec", "volumes", "-"], volume));
+            for volume in &volumes {
+                ops.add(&["spec", "volumes", "-"], volume)?;
             }
         } else {
-            ops.push(PatchOp::add(&["spec", "volumes"], Value::Array(volumes)));
+            ops.add(&["spec", "volumes"], &volumes)?;
         }
         let init = self.init_container(settings);
         if spec.and_then(|s| s.init_containers.as_ref()).is_some() {
             // First, so that injected init containers find vault-env in place.
-            ops.push(PatchOp::add(&["spec", "initContainers", "0"], init));
+            ops.add(&["spec", "initContainers", "0"], &init)?;
         } else {
-            ops.push(PatchOp::add(&["spec", "initContainers"], json!([init])));
+            ops.add(&["spec", "initContainers"], &[init])?;
         }
         if pod.metadata.annotations.is_some() {
-            ops.push(PatchOp::add(
+            ops.add(
                 &["metadata", "annotations", annotations::INJECTED],
-                json!(config.version),
-            ));
+                &config.version,
+            )?;
         } else {
-            ops.push(PatchOp::add(
+            ops.add(
                 &["metadata", "annotations"],
-                json!({ annotations::INJECTED: config.version }),
-            ));
+                &BTreeMap::from([(annotations::INJECTED, config.version.as_str())]),
+            )?;
         }
+        Ok(())
     }
 
     /// The `copy-vault-env` init container, Pod Security "restricted".
-    fn init_container(&self, settings: &PodSettings) -> Value {
+    fn init_container<'a>(&'a self, settings: &'a PodSettings) -> InitContainer<'a> {
         let config = &self.config;
         // copy-self writes the pod's guard mode next to the binary for ebpf-guard to read.
-        let env: Vec<Value> = settings
+        let env = settings
             .env
             .iter()
             .filter(|(name, _)| name == GUARD_MODE_ENV)
-            .map(|(name, value)| json!({"name": name, "value": value}))
+            .map(|(name, value)| NameValue { name, value })
             .collect();
-        let mut container = json!({
-            "name": INIT_CONTAINER_NAME,
-            "image": settings.image,
-            "imagePullPolicy": settings.pull_policy,
-            "command": [config.vault_env_binary_path, "copy-self", MOUNT_PATH],
-            "volumeMounts": [{"name": VOLUME_NAME, "mountPath": MOUNT_PATH}],
-            "resources": {
-                "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
-                "limits": {"cpu": config.cpu_limit, "memory": config.memory_limit},
+        InitContainer {
+            name: INIT_CONTAINER_NAME,
+            image: &settings.image,
+            image_pull_policy: &settings.pull_policy,
+            command: [&config.vault_env_binary_path, "copy-self", MOUNT_PATH],
+            volume_mounts: [NameMount {
+                name: VOLUME_NAME,
+                mount_path: MOUNT_PATH,
+            }],
+            resources: Resources {
+                requests: CpuMemory {
+                    cpu: &config.cpu_request,
+                    memory: &config.memory_request,
+                },
+                limits: CpuMemory {
+                    cpu: &config.cpu_limit,
+                    memory: &config.memory_limit,
+                },
             },
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": settings.security.run_as_user,
-                "runAsGroup": settings.security.run_as_group,
-                "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": true,
-                "privileged": false,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
+            security_context: RestrictedSecurityContext {
+                run_as_non_root: true,
+                run_as_user: settings.security.run_as_user,
+                run_as_group: settings.security.run_as_group,
+                allow_privilege_escalation: false,
+                read_only_root_filesystem: true,
+                privileged: false,
+                capabilities: DropCapabilities { drop: ["ALL"] },
+                seccomp_profile: SeccompProfile {
+                    type_: "RuntimeDefault",
+                },
             },
-        });
-        if !env.is_empty() {
-            container["env"] = Value::Array(env);
+            env,
         }
-        container
     }
+}
+
+// Patch values written straight to JSON (field order as the JSON the patch always had).
+
+/// Serialises as one JSON array: the items of the first slice, then those of the second.
+struct Chain<'a, A, B>(&'a [A], &'a [B]);
+
+impl<A: serde::Serialize, B: serde::Serialize> serde::Serialize for Chain<'_, A, B> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let mut seq = serializer.serialize_seq(Some(self.0.len() + self.1.len()))?;
+        for item in self.0 {
+            seq.serialize_element(item)?;
+        }
+        for item in self.1 {
+            seq.serialize_element(item)?;
+        }
+        seq.end()
+    }
+}
+
+/// An env entry with a plain value (serialises as `EnvVar` does).
+#[derive(serde::Serialize)]
+struct NameValue<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum InjectedVolume<'a> {
+    EmptyDir {
+        name: &'a str,
+        #[serde(rename = "emptyDir")]
+        empty_dir: EmptyDirSource<'a>,
+    },
+    Secret {
+        name: &'a str,
+        secret: SecretSource<'a>,
+    },
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmptyDirSource<'a> {
+    medium: &'a str,
+    size_limit: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretSource<'a> {
+    secret_name: &'a str,
+    default_mode: u32,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitContainer<'a> {
+    name: &'a str,
+    image: &'a str,
+    image_pull_policy: &'a str,
+    command: [&'a str; 3],
+    volume_mounts: [NameMount<'a>; 1],
+    resources: Resources<'a>,
+    security_context: RestrictedSecurityContext,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<NameValue<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NameMount<'a> {
+    name: &'a str,
+    mount_path: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Resources<'a> {
+    requests: CpuMemory<'a>,
+    limits: CpuMemory<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct CpuMemory<'a> {
+    cpu: &'a str,
+    memory: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RestrictedSecurityContext {
+    run_as_non_root: bool,
+    run_as_user: i64,
+    run_as_group: i64,
+    allow_privilege_escalation: bool,
+    read_only_root_filesystem: bool,
+    privileged: bool,
+    capabilities: DropCapabilities,
+    seccomp_profile: SeccompProfile,
+}
+
+#[derive(serde::Serialize)]
+struct DropCapabilities {
+    drop: [&'static str; 1],
+}
+
+#[derive(serde::Serialize)]
+struct SeccompProfile {
+    #[serde(rename = "type")]
+    type_: &'static str,
 }
 
 /// Pod-wide injection settings after policy.
@@ -925,6 +1083,10 @@ struct SecuritySettings {
     run_as_group: i64,
 }
 
+fn patch_failed(error: serde_json::Error) -> Refusal {
+    Refusal::Invalid(format!("building the patch failed: {error}"))
+}
+
 fn outcome(response: AdmissionResponse, decision: Decision, injected: usize) -> Outcome {
     Outcome {
         response,
@@ -934,15 +1096,14 @@ fn outcome(response: AdmissionResponse, decision: Decision, injected: usize) -> 
 }
 
 /// Why a pod is left alone before looking at it further.
-fn skip_reason(pod: &Pod) -> Option<Decision> {
+fn skip_reason(pod: &Pod, annotations: &Annotations) -> Option<Decision> {
     let meta = &pod.metadata;
     let skip_label = meta
         .labels
         .as_ref()
         .and_then(|l| l.get(annotations::SKIP_LABEL))
         .is_some_and(|v| v == "skip");
-    let skip_annotation =
-        Annotations::parse(meta.annotations.as_ref()).get("mutate") == Some("skip");
+    let skip_annotation = annotations.get("mutate") == Some("skip");
     if skip_label || skip_annotation {
         return Some(Decision::Skipped);
     }
@@ -961,12 +1122,12 @@ fn skip_reason(pod: &Pod) -> Option<Decision> {
 /// Secrets and ConfigMaps: Bank-Vaults resolves their references by calling Vault from the
 /// webhook; Strongroom's webhook never calls Vault, so they are admitted unchanged, with a
 /// warning when they hold references.
-fn not_ours_secret_or_configmap(uid: &str, request: &AdmissionRequest) -> Outcome {
+fn not_ours_secret_or_configmap(uid: &str, request: &AdmissionRequest<'_>) -> Outcome {
     let mut response = AdmissionResponse::allow(uid);
     let holds_refs = request
         .object
-        .as_ref()
-        .is_some_and(|object| object_has_references(&request.kind.kind, object));
+        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        .is_some_and(|object| object_has_references(&request.kind.kind, &object));
     if holds_refs {
         response.warnings.push(format!(
             "{} holds Vault references; Strongroom does not resolve references in Secrets or \
@@ -1020,6 +1181,18 @@ fn check_reference(container: &str, variable: &str, value: &str) -> Result<(), R
         })
 }
 
+/// A serde error's message without its "at line L column C" suffix: the position is within
+/// `request.object`, not the body, and the message read the same when the object was parsed
+/// from a tree.
+fn message_only(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    match message.strip_suffix(&suffix) {
+        Some(stripped) => stripped.to_owned(),
+        None => message,
+    }
+}
+
 fn exec_command(probe: Option<&Probe>) -> Option<&Vec<String>> {
     probe?
         .exec
@@ -1027,12 +1200,6 @@ fn exec_command(probe: Option<&Probe>) -> Option<&Vec<String>> {
         .command
         .as_ref()
         .filter(|c| !c.is_empty())
-}
-
-fn to_value<T: serde::Serialize>(value: &T) -> Value {
-    // k8s-openapi types always serialise; Null would only mean a bug and is caught by the
-    // golden tests.
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// The registry lookup for a container, from the pod's pull secrets, service account and
