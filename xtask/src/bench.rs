@@ -53,6 +53,7 @@ pub struct BenchContext {
 }
 
 /// A cargo target an entry runs (built before any entry starts).
+#[derive(PartialEq)]
 pub enum Build {
     /// `--bin NAME` of a package.
     Bin(&'static str, &'static str),
@@ -148,29 +149,38 @@ pub fn run(args: &Args) -> Result<()> {
             _ => true,
         })
         .collect();
-    for entry in &runnable {
-        for build in entry.builds {
-            cargo_build(build, args.quick)?;
+    let mut builds: Vec<&Build> = Vec::new();
+    for build in runnable.iter().flat_map(|e| e.builds) {
+        if !builds.contains(&build) {
+            builds.push(build);
         }
     }
+    cargo_build(&builds, args.quick)?;
     let built = started.elapsed();
     let mut figures = Vec::new();
+    // A broken entry does not discard the others' figures: all run, then the run fails.
+    let mut broken = Vec::new();
     for entry in &runnable {
         let entry_started = Instant::now();
-        let result =
-            (entry.run)(&context).with_context(|| format!("benchmark {} is broken", entry.name))?;
+        match (entry.run)(&context) {
+            Ok(result) => figures.extend(result),
+            Err(error) => {
+                eprintln!("xtask bench: benchmark {} is broken: {error:#}", entry.name);
+                broken.push(entry.name);
+            }
+        }
         eprintln!(
             "xtask bench: {} took {:.1} s",
             entry.name,
             entry_started.elapsed().as_secs_f64()
         );
-        figures.extend(result);
     }
     let report_dir = workspace_root().join("target").join("bench");
     std::fs::create_dir_all(&report_dir)
         .with_context(|| format!("creating {}", report_dir.display()))?;
     let report = json!({
         "quick": args.quick,
+        "broken": broken,
         "profile": if args.quick { "debug" } else { "release" },
         "figures": figures,
     });
@@ -184,6 +194,9 @@ pub fn run(args: &Args) -> Result<()> {
         built.as_secs_f64(),
         (started.elapsed() - built).as_secs_f64()
     );
+    if !broken.is_empty() {
+        bail!("broken benchmarks: {}", broken.join(", "));
+    }
     let failed: Vec<&Figure> = figures.iter().filter(|f| !f.pass).collect();
     if !failed.is_empty() {
         let names: Vec<String> = failed
@@ -202,25 +215,38 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build` of one target in the profile of the mode (no deadline: a slow build on a
-/// loaded machine is not a broken benchmark).
-fn cargo_build(build: &Build, quick: bool) -> Result<()> {
+/// Builds what the entries run (no deadline: a slow build on a loaded machine is not a
+/// broken benchmark).
+///
+/// `--quick` builds exactly what the tests step of `cargo xtask test` builds
+/// (`cargo test --workspace --all-targets`, which includes every binary and example): any
+/// other selection unifies dependency features differently and would rebuild much of the
+/// workspace right after that step. The full run builds release binaries of `builds`.
+fn cargo_build(builds: &[&Build], quick: bool) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = Command::new(cargo);
-    command.arg("build").current_dir(workspace_root());
-    if !quick {
-        command.arg("--release");
+    let mut commands = Vec::new();
+    if quick {
+        let mut command = Command::new(&cargo);
+        command.args(["test", "--workspace", "--all-targets", "--no-run"]);
+        commands.push(command);
     }
-    let (package, kind, name) = match build {
-        Build::Bin(package, bin) => (package, "--bin", bin),
-        Build::Example(package, example) => (package, "--example", example),
-    };
-    command.args(["-p", package, kind, name]);
-    let status = command
-        .status()
-        .with_context(|| format!("running cargo build -p {package} {kind} {name}"))?;
-    if !status.success() {
-        bail!("cargo build -p {package} {kind} {name} failed");
+    for build in builds.iter().filter(|_| !quick) {
+        let (package, kind, name) = match build {
+            Build::Bin(package, bin) => (package, "--bin", bin),
+            Build::Example(package, example) => (package, "--example", example),
+        };
+        let mut command = Command::new(&cargo);
+        command.args(["build", "--release", "-p", package, kind, name]);
+        commands.push(command);
+    }
+    for mut command in commands {
+        let status = command
+            .current_dir(workspace_root())
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("building the benchmarks' binaries failed: {command:?}");
+        }
     }
     Ok(())
 }
