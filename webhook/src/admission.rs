@@ -157,6 +157,12 @@ impl AdmissionResponse {
 
     /// Wraps the response in a review of the given API version.
     pub fn into_review(self, api_version: &str) -> Value {
+        self.to_review(api_version)
+    }
+
+    /// Wraps a copy of the response in a review of the given API version (the response is
+    /// serialised by reference: no intermediate clone of the patch).
+    pub fn to_review(&self, api_version: &str) -> Value {
         serde_json::json!({
             "apiVersion": api_version,
             "kind": "AdmissionReview",

@@ -78,7 +78,7 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
     };
     Answer {
         http_status: 200,
-        body: outcome.response.clone().into_review(api_version),
+        body: outcome.response.to_review(api_version),
         outcome,
         meta,
     }
@@ -123,7 +123,7 @@ pub fn answer_noop(body: &[u8]) -> Answer {
             let response = AdmissionResponse::allow(&uid);
             Answer {
                 http_status: 200,
-                body: response.clone().into_review(&api_version),
+                body: response.to_review(&api_version),
                 outcome: Outcome {
                     response,
                     decision: Decision::NotOurs,
@@ -146,7 +146,7 @@ fn bad_review(api_version: &str, message: String) -> Answer {
     let response = AdmissionResponse::invalid("", message);
     Answer {
         http_status: 400,
-        body: response.clone().into_review(api_version),
+        body: response.to_review(api_version),
         outcome: Outcome {
             response,
             decision: Decision::Invalid,
