@@ -40,7 +40,11 @@ async fn tls_data_symlink_swap_new_connections_see_new_cert_open_one_keeps_worki
     let old_ca = TestCa::new().unwrap();
     let new_ca = TestCa::new().unwrap();
     let mut dir = SecretDir::new(&old_ca);
-    let server = TestServer::start(test_mutator(), test_settings(&dir)).await;
+    // hyper's header-read timeout also closes idle keep-alive connections; the open connection
+    // must outlive a slow rotation on a loaded machine, so give it more than the tests' 2 s.
+    let mut settings = test_settings(&dir);
+    settings.header_read_timeout = Duration::from_secs(30);
+    let server = TestServer::start(test_mutator(), settings).await;
     let both = default_client(&[&old_ca, &new_ca]);
     let mut open = connect(server.addr, Arc::clone(&both)).await;
     let old_cert = open.peer_cert.clone();
