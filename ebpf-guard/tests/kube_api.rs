@@ -131,6 +131,63 @@ impl Drop for WatchTask {
     }
 }
 
+/// One injected pod on the node, its watch synced, and a running Event recorder: the setup of
+/// every audit-sink and recorder test.
+struct EventRig {
+    api: FakeApiServer,
+    _dir: tempfile::TempDir,
+    uid: String,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    directory: PodDirectory,
+    _watch: WatchTask,
+    sender: Option<recorder::EventSender>,
+    recorder: tokio::task::JoinHandle<()>,
+}
+
+impl EventRig {
+    async fn start(queue_capacity: usize, window: Duration) -> Self {
+        let api = start_api();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uid = insert_pod(&api, pod("api-1", NODE, injected("enforce")));
+        let client = client_for(&api, dir.path()).await;
+        let metrics = Arc::new(Metrics::default());
+        let (directory, watch) = spawn_watch(client.clone(), &metrics);
+        eventually("the first list", || async { directory.is_synced() }).await;
+        let (sender, queue) = recorder::queue(queue_capacity, Arc::clone(&metrics));
+        let recorder = tokio::spawn(recorder::run(
+            client.clone(),
+            Reporter::for_node(NODE),
+            queue,
+            window,
+            Arc::clone(&metrics),
+        ));
+        Self {
+            api,
+            _dir: dir,
+            uid,
+            client,
+            metrics,
+            directory,
+            _watch: watch,
+            sender: Some(sender),
+            recorder,
+        }
+    }
+
+    /// The audit sink writing lines to `out` and Events to the recorder (once per rig).
+    fn sink<W: std::io::Write>(&mut self, out: W) -> AuditSink<W> {
+        AuditSink::new(
+            NODE,
+            Clock::with_offset(0),
+            out,
+            Arc::clone(&self.metrics),
+            self.directory.clone(),
+            Some(self.sender.take().expect("one sink per rig")),
+        )
+    }
+}
+
 fn comm(text: &str) -> [u8; COMM_LEN] {
     let mut out = [0u8; COMM_LEN];
     out[..text.len()].copy_from_slice(text.as_bytes());
@@ -279,30 +336,15 @@ async fn pod_watch_changes_on_node_update_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_sink_known_pod_logs_names_and_posts_one_event() {
-    let api = start_api();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let uid = insert_pod(&api, pod("api-1", NODE, injected("enforce")));
-    let client = client_for(&api, dir.path()).await;
-    let metrics = Arc::new(Metrics::default());
-    let (directory, _task) = spawn_watch(client.clone(), &metrics);
-    eventually("the first list", || async { directory.is_synced() }).await;
-
-    let (sender, queue) = recorder::queue(16, Arc::clone(&metrics));
-    let recorder = tokio::spawn(recorder::run(
-        client.clone(),
-        Reporter::for_node(NODE),
-        queue,
-        Duration::from_secs(60),
-        Arc::clone(&metrics),
-    ));
-    let mut sink = AuditSink::new(
-        NODE,
-        Clock::with_offset(0),
-        Vec::new(),
-        Arc::clone(&metrics),
-        directory.clone(),
-        Some(sender),
-    );
+    let mut rig = EventRig::start(16, Duration::from_secs(60)).await;
+    let mut sink = rig.sink(Vec::new());
+    let EventRig {
+        api,
+        uid,
+        client,
+        recorder,
+        ..
+    } = rig;
     // A lineage start is bookkeeping: no line, no Event.
     sink.process(
         &RawEvent {
@@ -382,31 +424,17 @@ async fn audit_sink_known_pod_logs_names_and_posts_one_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_recorder_burst_of_1000_denials_makes_bounded_api_calls() {
-    let api = start_api();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let uid = insert_pod(&api, pod("api-1", NODE, injected("enforce")));
-    let client = client_for(&api, dir.path()).await;
-    let metrics = Arc::new(Metrics::default());
-    let (directory, _task) = spawn_watch(client.clone(), &metrics);
-    eventually("the first list", || async { directory.is_synced() }).await;
-
     let window = Duration::from_millis(300);
-    let (sender, queue) = recorder::queue(recorder::QUEUE_CAPACITY, Arc::clone(&metrics));
-    let recorder = tokio::spawn(recorder::run(
-        client.clone(),
-        Reporter::for_node(NODE),
-        queue,
-        window,
-        Arc::clone(&metrics),
-    ));
-    let mut sink = AuditSink::new(
-        NODE,
-        Clock::with_offset(0),
-        std::io::sink(),
-        Arc::clone(&metrics),
-        directory,
-        Some(sender),
-    );
+    let mut rig = EventRig::start(recorder::QUEUE_CAPACITY, window).await;
+    let mut sink = rig.sink(std::io::sink());
+    let EventRig {
+        api,
+        uid,
+        client,
+        metrics,
+        recorder,
+        ..
+    } = rig;
     let started = tokio::time::Instant::now();
     for _ in 0..1000 {
         sink.process(&ptrace_denial(), Some(&identity(&uid)));
@@ -444,30 +472,15 @@ async fn event_recorder_burst_of_1000_denials_makes_bounded_api_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_recorder_patch_refused_creates_replacement_with_series() {
-    let api = start_api();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let uid = insert_pod(&api, pod("api-1", NODE, injected("enforce")));
-    let client = client_for(&api, dir.path()).await;
-    let metrics = Arc::new(Metrics::default());
-    let (directory, _task) = spawn_watch(client.clone(), &metrics);
-    eventually("the first list", || async { directory.is_synced() }).await;
-
-    let (sender, queue) = recorder::queue(16, Arc::clone(&metrics));
-    let recorder = tokio::spawn(recorder::run(
-        client.clone(),
-        Reporter::for_node(NODE),
-        queue,
-        Duration::from_secs(60),
-        Arc::clone(&metrics),
-    ));
-    let mut sink = AuditSink::new(
-        NODE,
-        Clock::with_offset(0),
-        std::io::sink(),
-        Arc::clone(&metrics),
-        directory,
-        Some(sender),
-    );
+    let mut rig = EventRig::start(16, Duration::from_secs(60)).await;
+    let mut sink = rig.sink(std::io::sink());
+    let EventRig {
+        api,
+        uid,
+        client,
+        recorder,
+        ..
+    } = rig;
     sink.process(&ptrace_denial(), Some(&identity(&uid)));
     eventually("the first Event", || async {
         api.count_requests("POST", EVENTS_PATH) == 1
