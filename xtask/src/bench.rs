@@ -229,6 +229,11 @@ fn cargo_build(builds: &[&Build], quick: bool) -> Result<()> {
         let mut command = Command::new(&cargo);
         command.args(["test", "--workspace", "--all-targets", "--no-run"]);
         commands.push(command);
+        // `cargo test` builds examples only as test harnesses; daemon-memory runs the real
+        // `daemon_rss`. The whole workspace keeps the tests step's feature unification.
+        let mut command = Command::new(&cargo);
+        command.args(["build", "--workspace", "--examples"]);
+        commands.push(command);
     }
     for build in builds.iter().filter(|_| !quick) {
         let (package, kind, name) = match build {
