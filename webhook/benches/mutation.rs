@@ -7,33 +7,14 @@
 //! `BREAKDOWN=1` also times the stages of one answer (parse, decide, wrap, serialise).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use webhook::admission::AdmissionReview;
-use webhook::image::StaticImageResolver;
-use webhook::mutate::{MutationConfig, Mutator};
-use webhook::objects::NoObjects;
-use webhook::policy::AddressPolicy;
-
-/// The same operator config as `bench-admission`'s mutator.
-fn mutator() -> Mutator {
-    let addr = "https://vault.vault.svc.cluster.local:8200";
-    Mutator::new(
-        MutationConfig {
-            vault_addr: addr.to_owned(),
-            address_policy: AddressPolicy::new(Some(addr), &[]),
-            ..MutationConfig::default()
-        },
-        Arc::new(StaticImageResolver::default()),
-        Arc::new(NoObjects),
-    )
-}
 
 /// Median microseconds of each stage of one answer.
 async fn breakdown(iterations: u32) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&webhook::bench::bench_review())?;
-    let mutator = mutator();
+    let mutator = webhook::bench::bench_mutator();
     let mut stages = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..iterations {
         let t0 = Instant::now();

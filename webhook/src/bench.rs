@@ -263,7 +263,8 @@ pub async fn mutation_cost(iterations: u32) -> anyhow::Result<(f64, f64)> {
     Ok((decision, serde))
 }
 
-fn bench_mutator() -> Mutator {
+/// The mutator every admission benchmark measures (operator config as `bench-admission`'s).
+pub fn bench_mutator() -> Mutator {
     let addr = "https://vault.vault.svc.cluster.local:8200";
     Mutator::new(
         MutationConfig {

@@ -350,21 +350,27 @@ impl SelfManagedTls {
 
     /// The Secret's `ca.crt` as it is now (`None` if the Secret or the key is gone).
     async fn stored_ca_bundle(&self) -> Result<Option<String>, SelfCertError> {
-        let namespace = &self.settings.secret_namespace;
-        let name = &self.settings.secret_name;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = secrets
-            .get_opt(name)
-            .await
-            .map_err(|source| SelfCertError::ReadSecret {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        Ok(secret
+        let secrets: Api<Secret> =
+            Api::namespaced(self.client.clone(), &self.settings.secret_namespace);
+        Ok(self
+            .read_secret(&secrets)
+            .await?
             .and_then(|s| s.data)
             .and_then(|mut data| data.remove(CA_CRT))
             .and_then(|bytes| String::from_utf8(bytes.0).ok()))
+    }
+
+    /// The Secret holding the CA and serving certificate, if it exists.
+    async fn read_secret(&self, secrets: &Api<Secret>) -> Result<Option<Secret>, SelfCertError> {
+        let name = &self.settings.secret_name;
+        secrets
+            .get_opt(name)
+            .await
+            .map_err(|source| SelfCertError::ReadSecret {
+                namespace: self.settings.secret_namespace.clone(),
+                name: name.clone(),
+                source,
+            })
     }
 
     /// Create-or-read, then rotate with optimistic concurrency; returns the material to serve
@@ -374,15 +380,7 @@ impl SelfManagedTls {
         let name = &self.settings.secret_name;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         for _ in 0..MAX_ATTEMPTS {
-            let current =
-                secrets
-                    .get_opt(name)
-                    .await
-                    .map_err(|source| SelfCertError::ReadSecret {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                        source,
-                    })?;
+            let current = self.read_secret(&secrets).await?;
             let now = OffsetDateTime::now_utc();
             match current {
                 None => {
