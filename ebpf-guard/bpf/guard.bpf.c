@@ -10,10 +10,18 @@
  * (tests), only an exec of a registered injector starts a lineage.
  *
  * What it protects: the lineage of an injected container. A container becomes
- * protected (its `containers` entry gets a mode) when a lineage member execs a
- * registered injector binary (vault-env, registered by the agent in
+ * protected (it gets a `policies` entry: mode and pod) when a lineage member
+ * execs a registered injector binary (vault-env, registered by the agent in
  * `injectors` by inode), or when the agent marks the containers of a pod whose
- * injector it found on disk. Unprotected containers (mode 0) are untouched.
+ * injector it found on disk. Unprotected containers (no policy) are untouched.
+ *
+ * Who writes what (see guard.h): the kernel's own bookkeeping of a container
+ * (claimed, reserved, owner, degraded) lives in `container_state`, which only
+ * this program writes; the agent's policy lives in `policies`, where this
+ * program only creates missing entries. A map update replaces a whole value, so
+ * sharing one value would let the agent's rewrite of a mode erase a flag set
+ * here in between (the degraded flag: a container that must fail closed would
+ * silently stop doing so).
  *
  * Against whom: outsiders, i.e. every task that is not in the same lineage and
  * is not a host task. An exec session (runc/crun exec, kubectl debug with a
@@ -73,13 +81,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lineage SEC(".maps");
 
+/* Kernel-owned bookkeeping per container cgroup; the agent never rewrites an entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_CONTAINERS);
 	__type(key, __u64);
 	__type(value, struct container_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} containers SEC(".maps");
+} container_state SEC(".maps");
+
+/* Agent-owned protection per container cgroup; this program only creates missing entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CONTAINERS);
+	__type(key, __u64);
+	__type(value, struct container_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policies SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -201,6 +219,28 @@ static __always_inline void mark_degraded(struct container_state *cs)
 	__sync_fetch_and_or(&cs->flags, GUARD_CONTAINER_DEGRADED);
 }
 
+/*
+ * Protects container `cg` with an injector's policy unless it already has one (from the
+ * agent, which owns policies, or from an earlier injector exec): an existing policy is
+ * never rewritten here. False only if there is none and none can be created (map full).
+ */
+static __always_inline bool ensure_policy(__u64 cg, const struct inode_policy *pol)
+{
+	if (bpf_map_lookup_elem(&policies, &cg))
+		return true;
+	struct container_policy fresh = {
+		.mode = pol->mode,
+		.pod_tag = pol->pod_tag,
+	};
+	if (bpf_map_update_elem(&policies, &cg, &fresh, BPF_NOEXIST) == 0)
+		return true;
+	/* EEXIST: another creator won the race, which is as good. */
+	if (bpf_map_lookup_elem(&policies, &cg))
+		return true;
+	stat_inc(GUARD_STAT_CONTAINERS_FULL);
+	return false;
+}
+
 /* The lineage entry of `t`'s thread group, if it is protected and not a reused PID. */
 static __always_inline struct lineage_entry *lineage_of(struct task_struct *t)
 {
@@ -281,13 +321,13 @@ static __always_inline int check_task_access(struct task_struct *target, __u32 h
 					     __u32 detail, bool record)
 {
 	struct lineage_entry *tl = lineage_of(target);
-	struct container_state *cs;
+	struct container_policy *cp;
 	__u64 lineage_cg;
 
 	if (tl) {
 		lineage_cg = tl->container_cg;
-		cs = bpf_map_lookup_elem(&containers, &lineage_cg);
-		if (!cs || !cs->mode)
+		cp = bpf_map_lookup_elem(&policies, &lineage_cg);
+		if (!cp || !cp->mode)
 			return 0; /* lineage of an unprotected container */
 	} else {
 		/* Untracked target: protected only if its protected container is degraded,
@@ -295,11 +335,14 @@ static __always_inline int check_task_access(struct task_struct *target, __u32 h
 		if (!maybe_degraded())
 			return 0;
 		lineage_cg = task_cgroup_id(target);
-		cs = bpf_map_lookup_elem(&containers, &lineage_cg);
-		if (!cs || !cs->mode || !(cs->flags & GUARD_CONTAINER_DEGRADED))
+		struct container_state *cs = bpf_map_lookup_elem(&container_state, &lineage_cg);
+		if (!cs || !(cs->flags & GUARD_CONTAINER_DEGRADED))
+			return 0;
+		cp = bpf_map_lookup_elem(&policies, &lineage_cg);
+		if (!cp || !cp->mode)
 			return 0;
 	}
-	__u32 mode = cs->mode;
+	__u32 mode = cp->mode;
 
 	struct task_struct *cur = bpf_get_current_task_btf();
 	struct lineage_entry *sl = lineage_of(cur);
@@ -367,10 +410,12 @@ int BPF_PROG(guard_task_kill, struct task_struct *p, struct kernel_siginfo *info
  * lineage members (daemon mode, restarts inside the workload); the first
  * injector exec in a container, which reserves the container (the lineage
  * itself starts in guard_sched_process_exec once the exec has succeeded).
- * Denies (enforce) or records (audit) with -EPERM every other exec of an
- * injector: an exec session running vault-env again in a container that
- * already has (or is starting) its lineage. Fails closed: if the container
- * cannot be reserved because the map is full, the exec is denied in enforce
+ * Allowed execs by lineage members and the reserving task record the
+ * container's policy first (if it has none). Denies (enforce) or records
+ * (audit) with -EPERM every other exec of an injector: an exec session running
+ * vault-env again in a container that already has (or is starting) its
+ * lineage. Fails closed: if the container cannot be reserved or its policy
+ * cannot be recorded because a map is full, the exec is denied in enforce
  * mode, so a workload never runs unprotected.
  */
 SEC("lsm/bprm_check_security")
@@ -383,35 +428,46 @@ int BPF_PROG(guard_bprm_check_security, struct linux_binprm *bprm, int ret)
 	if (!pol)
 		return 0;
 	struct task_struct *cur = bpf_get_current_task_btf();
-	if (lineage_of(cur) || current_is_host(cur))
-		return 0;
-
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 cg = bpf_get_current_cgroup_id();
 	__u32 mode = pol->mode;
-	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
-	if (!cs) {
-		struct container_state fresh = {
-			.mode = pol->mode,
-			.flags = GUARD_CONTAINER_PENDING,
-			.pod_tag = pol->pod_tag,
-			.owner_tgid = tgid,
-		};
-		if (bpf_map_update_elem(&containers, &cg, &fresh, BPF_NOEXIST) == 0)
+	__u64 cg;
+	struct lineage_entry *sl = lineage_of(cur);
+	if (sl) {
+		cg = sl->container_cg;
+		if (ensure_policy(cg, pol))
 			return 0;
-		cs = bpf_map_lookup_elem(&containers, &cg);
-		if (!cs)
-			stat_inc(GUARD_STAT_CONTAINERS_FULL);
-	}
-	if (cs) {
-		if (!(cs->flags & GUARD_CONTAINER_ACTIVE) && cs->owner_tgid == tgid)
+	} else {
+		if (current_is_host(cur))
 			return 0;
-		if (cs->mode > mode)
-			mode = cs->mode;
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		cg = bpf_get_current_cgroup_id();
+		bool reserved = false;
+		struct container_state *cs = bpf_map_lookup_elem(&container_state, &cg);
+		if (!cs) {
+			struct container_state fresh = {
+				.flags = GUARD_CONTAINER_PENDING,
+				.owner_tgid = tgid,
+			};
+			reserved = bpf_map_update_elem(&container_state, &cg, &fresh,
+						       BPF_NOEXIST) == 0;
+			if (!reserved) {
+				cs = bpf_map_lookup_elem(&container_state, &cg);
+				if (!cs) {
+					stat_inc(GUARD_STAT_CONTAINERS_FULL);
+					cg = 0; /* no container entry: the event names none */
+				}
+			}
+		}
+		if (cs && !(cs->flags & GUARD_CONTAINER_ACTIVE) && cs->owner_tgid == tgid)
+			reserved = true;
+		if (reserved && ensure_policy(cg, pol))
+			return 0;
+		struct container_policy *cp = bpf_map_lookup_elem(&policies, &cg);
+		if (cp && cp->mode > mode)
+			mode = cp->mode;
 	}
 
 	__u32 decision = mode == GUARD_MODE_AUDIT ? GUARD_DECISION_AUDIT : GUARD_DECISION_DENY;
-	emit(cur, GUARD_HOOK_BPRM_CHECK_SECURITY, decision, NULL, cs ? cg : 0, key.ino, key.dev, 0);
+	emit(cur, GUARD_HOOK_BPRM_CHECK_SECURITY, decision, NULL, cg, key.ino, key.dev, 0);
 	return decision == GUARD_DECISION_DENY ? -EPERM : 0;
 }
 
@@ -440,8 +496,8 @@ int BPF_PROG(guard_file_open, struct file *file, int ret)
 	struct lineage_entry *sl = lineage_of(cur);
 	if (sl) {
 		__u64 lcg = sl->container_cg;
-		struct container_state *cs = bpf_map_lookup_elem(&containers, &lcg);
-		if (cs && cs->pod_tag == pol->pod_tag)
+		struct container_policy *cp = bpf_map_lookup_elem(&policies, &lcg);
+		if (cp && cp->pod_tag == pol->pod_tag)
 			return 0;
 	}
 	if (current_is_host(cur))
@@ -458,7 +514,9 @@ int BPF_PROG(guard_file_open, struct file *file, int ret)
  *   the container's lineage; claiming is atomic, so a racing exec session
  *   never becomes the root;
  * - a lineage member exec'ing a registered injector marks its container
- *   protected with the injector's mode and pod (emits a lineage_start event).
+ *   protected with the injector's mode and pod unless it already has a policy
+ *   (emits a lineage_start event). With the LSM hooks attached,
+ *   bprm_check_security has already recorded the policy before the exec.
  * An outsider's exec (only possible in audit mode for the injector) starts nothing.
  * Host execs return after the lineage lookup and the host test.
  */
@@ -484,18 +542,18 @@ int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
 			return 0;
 		__u32 tgid = p->tgid;
 		cg = bpf_get_current_cgroup_id();
-		struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+		struct container_state *cs = bpf_map_lookup_elem(&container_state, &cg);
 		if (!cs) {
 			struct container_state fresh = {
-				.owner_tgid = tgid,
 				.flags = GUARD_CONTAINER_PENDING,
+				.owner_tgid = tgid,
 			};
-			if (bpf_map_update_elem(&containers, &cg, &fresh, BPF_NOEXIST) != 0 &&
-			    !bpf_map_lookup_elem(&containers, &cg)) {
+			if (bpf_map_update_elem(&container_state, &cg, &fresh, BPF_NOEXIST) != 0 &&
+			    !bpf_map_lookup_elem(&container_state, &cg)) {
 				stat_inc(GUARD_STAT_CONTAINERS_FULL);
 				return 0;
 			}
-			cs = bpf_map_lookup_elem(&containers, &cg);
+			cs = bpf_map_lookup_elem(&container_state, &cg);
 			if (!cs)
 				return 0;
 		}
@@ -518,12 +576,8 @@ int BPF_PROG(guard_sched_process_exec, struct task_struct *p, pid_t old_pid,
 
 	if (!pol)
 		return 0;
-	struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
-	if (!cs)
+	if (!ensure_policy(cg, pol))
 		return 0;
-	if (pol->mode > cs->mode)
-		cs->mode = pol->mode;
-	cs->pod_tag = pol->pod_tag;
 	emit(p, GUARD_HOOK_LINEAGE_START, GUARD_DECISION_ALLOW, p, cg, key.ino, key.dev, 0);
 	return 0;
 }
@@ -548,7 +602,7 @@ int BPF_PROG(guard_sched_process_fork, struct task_struct *parent, struct task_s
 	if (bpf_map_update_elem(&lineage, &child_tgid, &entry, BPF_ANY) != 0) {
 		/* Fail closed: nobody outside the lineage may touch this container any more. */
 		__u64 cg = entry.container_cg;
-		struct container_state *cs = bpf_map_lookup_elem(&containers, &cg);
+		struct container_state *cs = bpf_map_lookup_elem(&container_state, &cg);
 		stat_inc(GUARD_STAT_LINEAGE_FULL);
 		if (cs)
 			mark_degraded(cs);

@@ -25,7 +25,7 @@
 #define GUARD_DECISION_AUDIT 2 /* would have been denied; allowed because of audit mode */
 #define GUARD_DECISION_ALLOW 3 /* informational (lineage start) */
 
-/* container_state.flags */
+/* container_state.flags (written by the BPF side only) */
 #define GUARD_CONTAINER_PENDING 1  /* reserved by an injector exec check for owner_tgid */
 #define GUARD_CONTAINER_ACTIVE 2   /* lineage root claimed (first exec in the container) */
 #define GUARD_CONTAINER_DEGRADED 4 /* a lineage insert failed: fail closed for the whole container */
@@ -73,13 +73,29 @@ struct lineage_entry {
 	__u64 container_cg;  /* cgroup id of the container the lineage started in (lineage id) */
 };
 
-/* Value of the `containers` map, keyed by the container's cgroup id (__u64). */
+/*
+ * A container's state is split by writer, so that no write can erase what the
+ * other side wrote (a map update replaces the whole value):
+ * - `container_state`: written only by the BPF side (flags, owner). The agent
+ *   only creates an entry that does not exist yet (backfill, BPF_NOEXIST) and
+ *   deletes entries whose cgroup is gone; it never writes an existing entry.
+ * - `policies`: the protection (mode, pod), owned by the agent. The BPF side
+ *   only creates a missing entry (BPF_NOEXIST, from the injector's policy, which
+ *   the agent wrote) and never writes an existing one.
+ */
+
+/* Value of the `container_state` map, keyed by the container's cgroup id (__u64). */
 struct container_state {
-	__u32 mode; /* 0: not protected (lineage tracked only); else GUARD_MODE_* */
-	__u32 flags;
-	__u64 pod_tag;
-	__u32 owner_tgid; /* task whose injector exec reserved the entry */
+	__u32 flags;      /* GUARD_CONTAINER_* */
+	__u32 owner_tgid; /* task whose exec reserved the entry / rooted the lineage */
+};
+
+/* Value of the `policies` map, keyed by the container's cgroup id (__u64); no entry
+ * means not protected (lineage tracked only). */
+struct container_policy {
+	__u32 mode; /* GUARD_MODE_* */
 	__u32 _pad;
+	__u64 pod_tag; /* agent-chosen id of the pod */
 };
 
 /* Single-entry `config` array. */

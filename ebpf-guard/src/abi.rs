@@ -30,7 +30,8 @@ pub const DECISION_AUDIT: u32 = 2;
 /// Decision: allowed (informational events).
 pub const DECISION_ALLOW: u32 = 3;
 
-/// `ContainerState::flags`: reserved by an injector exec check for `owner_tgid`.
+/// `ContainerState::flags` (written by the BPF side only): reserved by an injector exec check
+/// for `owner_tgid`.
 pub const CONTAINER_PENDING: u32 = 1;
 /// `ContainerState::flags`: lineage root claimed (first exec in the container).
 pub const CONTAINER_ACTIVE: u32 = 2;
@@ -111,20 +112,46 @@ pub struct LineageEntry {
     pub container_cg: u64,
 }
 
-/// Value of the `containers` map keyed by cgroup id (`struct container_state`).
+/// Value of the `container_state` map keyed by cgroup id (`struct container_state`): the
+/// kernel's bookkeeping of a container.
+///
+/// Written by the BPF side only. A map update replaces the whole value, so the agent never
+/// rewrites an existing entry (it could erase a flag the kernel set after the agent read it,
+/// e.g. [`CONTAINER_DEGRADED`]); it only creates missing entries (backfill) and deletes the
+/// entries of cgroups that are gone. What the agent decides lives in [`ContainerPolicy`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContainerState {
-    /// 0 while the container is not protected (lineage tracked only), else `MODE_*`.
-    pub mode: u32,
     /// `CONTAINER_*` bits.
     pub flags: u32,
-    /// Agent-chosen pod id, copied from the injector's policy.
-    pub pod_tag: u64,
-    /// Task that reserved the entry.
+    /// Task that reserved the entry or rooted the lineage.
     pub owner_tgid: u32,
+}
+
+/// Value of the `policies` map keyed by cgroup id (`struct container_policy`): how a
+/// container is protected; no entry means not protected (lineage tracked only).
+///
+/// Owned by the agent. The BPF side only creates a missing entry (from the policy of the
+/// injector a lineage member ran, which the agent wrote) and never rewrites one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerPolicy {
+    /// `MODE_*`.
+    pub mode: u32,
     /// Padding, always 0.
     pub pad: u32,
+    /// Agent-chosen pod id.
+    pub pod_tag: u64,
+}
+
+impl From<InodePolicy> for ContainerPolicy {
+    fn from(policy: InodePolicy) -> Self {
+        Self {
+            mode: policy.mode,
+            pad: 0,
+            pod_tag: policy.pod_tag,
+        }
+    }
 }
 
 /// The single entry of the `guard_config` array (`struct guard_config`).
@@ -275,12 +302,15 @@ unsafe impl aya::Pod for LineageEntry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ContainerState {}
 // SAFETY: as above.
+unsafe impl aya::Pod for ContainerPolicy {}
+// SAFETY: as above.
 unsafe impl aya::Pod for GuardConfig {}
 
 const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(size_of::<InodePolicy>() == 16);
 const _: () = assert!(size_of::<LineageEntry>() == 16);
-const _: () = assert!(size_of::<ContainerState>() == 24);
+const _: () = assert!(size_of::<ContainerState>() == 8);
+const _: () = assert!(size_of::<ContainerPolicy>() == 16);
 const _: () = assert!(size_of::<GuardConfig>() == 16);
 const _: () = assert!(size_of::<RawEvent>() == 8 * 5 + 4 * 8 + 2 * COMM_LEN);
 

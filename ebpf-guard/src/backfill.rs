@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::Path;
 
-use crate::abi::{CONTAINER_ACTIVE, ContainerState, LineageEntry};
+use crate::abi::{CONTAINER_ACTIVE, ContainerPolicy, ContainerState, LineageEntry};
 use crate::loader::{Guard, LoaderError};
 
 /// One process as `/proc/<pid>/stat` describes it.
@@ -74,8 +74,9 @@ pub fn trusted_tree(procs: &BTreeMap<u32, ProcStat>) -> Vec<u32> {
 }
 
 /// Claims one running container: creates its entry unless the kernel (or an earlier agent)
-/// already has one, then adds its trusted processes. Returns how many were added, or
-/// `None` if the container was already known or is empty.
+/// already has one, then (for `mode` non-zero) its policy unless it has one, then adds its
+/// trusted processes. Returns how many were added, or `None` if the container was already
+/// known or is empty.
 pub fn claim_container(
     guard: &mut Guard,
     cgroup_dir: &Path,
@@ -97,14 +98,23 @@ pub fn claim_container(
         return Ok(None);
     };
     let state = ContainerState {
-        mode,
         flags: CONTAINER_ACTIVE,
-        pod_tag,
         owner_tgid: init,
-        pad: 0,
     };
     if !guard.insert_container_if_absent(cg, state)? {
         return Ok(None);
+    }
+    // Before the lineage entries, so they never exist unprotected. If the kernel created a
+    // policy meanwhile (an injector exec), it stays.
+    if mode != 0 {
+        guard.create_policy(
+            cg,
+            ContainerPolicy {
+                mode,
+                pad: 0,
+                pod_tag,
+            },
+        )?;
     }
     let mut added = 0;
     for pid in &trusted {

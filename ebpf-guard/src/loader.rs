@@ -9,6 +9,10 @@
 //! `token_filter` bitmap (every registered token's bit is set before the token is inserted
 //! and cleared only when no registered token shares it, so `file_open` can skip the exact
 //! lookup for every other file) and the sticky `guard_state` degraded count.
+//!
+//! Containers have two maps split by writer (see [`ContainerState`], [`ContainerPolicy`]):
+//! the kernel's bookkeeping (`container_state`), which this module can only create (if
+//! absent) or delete, never rewrite, and the agent's policy (`policies`).
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -20,8 +24,8 @@ use aya::programs::{BtfTracePoint, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader, include_bytes_aligned};
 
 use crate::abi::{
-    CONTAINER_DEGRADED, ContainerState, GuardConfig, InodeKey, InodePolicy, LineageEntry,
-    STAT_CONTAINERS_FULL, STAT_LINEAGE_FULL, STAT_RINGBUF_DROPPED, STATE_DEGRADED,
+    CONTAINER_DEGRADED, ContainerPolicy, ContainerState, GuardConfig, InodeKey, InodePolicy,
+    LineageEntry, STAT_CONTAINERS_FULL, STAT_LINEAGE_FULL, STAT_RINGBUF_DROPPED, STATE_DEGRADED,
 };
 
 /// The guard's BPF object, compiled by `build.rs` from `bpf/guard.bpf.c`.
@@ -128,6 +132,17 @@ pub enum LoaderError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    /// The pin directory holds maps of an older, incompatible guard (a pinned map is reused
+    /// as it is, so its value layout would not match this agent's).
+    #[error(
+        "{path} is a map of an older guard whose layout this agent cannot use; run `ebpf-guard detach --pin-dir {pin_dir}` (drops tracking until the programs are reloaded) and start again"
+    )]
+    IncompatiblePins {
+        /// The outdated pin.
+        path: PathBuf,
+        /// The pin directory.
+        pin_dir: PathBuf,
+    },
     /// Removing pins failed.
     #[error("remove pin {path}")]
     Unpin {
@@ -169,6 +184,7 @@ pub struct Guard {
     tokens: HashMap<MapData, InodeKey, InodePolicy>,
     lineage: HashMap<MapData, u32, LineageEntry>,
     containers: HashMap<MapData, u64, ContainerState>,
+    policies: HashMap<MapData, u64, ContainerPolicy>,
     config: Array<MapData, GuardConfig>,
     token_filter: Array<MapData, u64>,
     state: Array<MapData, u64>,
@@ -197,6 +213,14 @@ impl Guard {
         let links_dir = options.pin_dir.join("links");
         for dir in [&options.pin_dir, &maps_dir, &links_dir] {
             create_pin_dir(dir)?;
+        }
+        // Before the split of container state and policy, one `containers` map held both.
+        let outdated = maps_dir.join("containers");
+        if outdated.exists() {
+            return Err(LoaderError::IncompatiblePins {
+                path: outdated,
+                pin_dir: options.pin_dir.clone(),
+            });
         }
         let btf = Btf::from_sys_fs().map_err(LoaderError::ReadBtf)?;
         let mut loader = EbpfLoader::new();
@@ -231,7 +255,8 @@ impl Guard {
             injectors: take_map(&mut ebpf, "injectors")?,
             tokens: take_map(&mut ebpf, "tokens")?,
             lineage: take_map(&mut ebpf, "lineage")?,
-            containers: take_map(&mut ebpf, "containers")?,
+            containers: take_map(&mut ebpf, "container_state")?,
+            policies: take_map(&mut ebpf, "policies")?,
             config: take_map(&mut ebpf, "guard_config")?,
             token_filter: take_map(&mut ebpf, "token_filter")?,
             state: take_map(&mut ebpf, "guard_state")?,
@@ -372,34 +397,43 @@ impl Guard {
             .map_err(map_err("insert", "lineage"))
     }
 
-    /// Current container states (cgroup id → state).
+    /// The kernel's container bookkeeping (cgroup id → state). Read-only for the agent: there
+    /// is deliberately no call that rewrites an existing entry.
     pub fn containers(&self) -> BTreeMap<u64, ContainerState> {
         self.containers.iter().filter_map(Result::ok).collect()
     }
 
-    /// Writes a container state (mode changes, backfill).
-    pub fn put_container(&mut self, cg: u64, state: ContainerState) -> Result<(), LoaderError> {
-        self.containers
-            .insert(cg, state, 0)
-            .map_err(map_err("insert", "containers"))
-    }
-
-    /// Creates a container entry unless one exists; false if it existed.
+    /// Creates a container entry unless one exists (backfill); false if it existed.
     pub fn insert_container_if_absent(
         &mut self,
         cg: u64,
         state: ContainerState,
     ) -> Result<bool, LoaderError> {
-        const BPF_NOEXIST: u64 = 1;
-        match self.containers.insert(cg, state, BPF_NOEXIST) {
-            Ok(()) => Ok(true),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(map_err("insert", "containers")(e)),
-        }
+        conditional_insert(&mut self.containers, cg, state, BPF_NOEXIST)
+            .map_err(map_err("insert", "container_state"))
+    }
+
+    /// Current container policies (cgroup id → policy).
+    pub fn policies(&self) -> BTreeMap<u64, ContainerPolicy> {
+        self.policies.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Creates a container's policy unless it has one (the kernel may have created it since
+    /// it was last read); false if it existed.
+    pub fn create_policy(&mut self, cg: u64, policy: ContainerPolicy) -> Result<bool, LoaderError> {
+        conditional_insert(&mut self.policies, cg, policy, BPF_NOEXIST)
+            .map_err(map_err("insert", "policies"))
+    }
+
+    /// Replaces an existing container policy (the BPF side never rewrites one, so nothing it
+    /// wrote is lost); false if the container has none.
+    pub fn replace_policy(
+        &mut self,
+        cg: u64,
+        policy: ContainerPolicy,
+    ) -> Result<bool, LoaderError> {
+        conditional_insert(&mut self.policies, cg, policy, BPF_EXIST)
+            .map_err(map_err("update", "policies"))
     }
 
     /// Removes a lineage entry (no error if absent).
@@ -407,9 +441,10 @@ impl Guard {
         ignore_missing(self.lineage.remove(&tgid)).map_err(map_err("remove", "lineage"))
     }
 
-    /// Forgets a container whose cgroup is gone.
+    /// Forgets a container whose cgroup is gone: its policy, then the kernel's entry.
     pub fn remove_container(&mut self, cg: u64) -> Result<(), LoaderError> {
-        ignore_missing(self.containers.remove(&cg)).map_err(map_err("remove", "containers"))
+        ignore_missing(self.policies.remove(&cg)).map_err(map_err("remove", "policies"))?;
+        ignore_missing(self.containers.remove(&cg)).map_err(map_err("remove", "container_state"))
     }
 
     /// Sums the per-CPU counters.
@@ -495,6 +530,31 @@ fn map_err(
         op,
         name,
         source: Box::new(source),
+    }
+}
+
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
+
+/// A hash map update with `BPF_NOEXIST` or `BPF_EXIST`: false when the key's presence made
+/// the kernel refuse it (`EEXIST` / `ENOENT`).
+fn conditional_insert<V: aya::Pod>(
+    map: &mut HashMap<MapData, u64, V>,
+    key: u64,
+    value: V,
+    flags: u64,
+) -> Result<bool, aya::maps::MapError> {
+    let refused = if flags == BPF_NOEXIST {
+        libc::EEXIST
+    } else {
+        libc::ENOENT
+    };
+    match map.insert(key, value, flags) {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(refused) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -746,6 +806,25 @@ mod tests {
         guard.remove_token(&twin).expect("remove twin");
         assert!(!guard.token_filter_contains(&twin).expect("read filter"));
         assert_eq!(guard.degraded_count().expect("read state"), 0);
+    }
+
+    #[test]
+    fn guard_load_over_pins_of_the_shared_container_map_is_refused() {
+        // Checked before anything is loaded, so a plain directory stands in for bpffs.
+        let pin_dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(pin_dir.path().join("maps")).expect("mkdir");
+        fs::write(pin_dir.path().join("maps/containers"), b"").expect("old pin");
+        let err = Guard::load(&LoadOptions {
+            pin_dir: pin_dir.path().to_owned(),
+            lsm: false,
+            max_entries: Vec::new(),
+        })
+        .expect_err("an old layout must not be reused");
+        assert!(
+            matches!(err, LoaderError::IncompatiblePins { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("ebpf-guard detach"), "{err}");
     }
 
     #[test]

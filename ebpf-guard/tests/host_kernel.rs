@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ebpf_guard::abi::{
-    CONFIG_HOST_BYPASS, CONTAINER_ACTIVE, CONTAINER_DEGRADED, DECISION_ALLOW, GuardConfig,
-    HOOK_LINEAGE_START, InodePolicy, MODE_AUDIT, MODE_ENFORCE, RawEvent,
+    CONFIG_HOST_BYPASS, CONTAINER_ACTIVE, CONTAINER_DEGRADED, ContainerPolicy, ContainerState,
+    DECISION_ALLOW, GuardConfig, HOOK_LINEAGE_START, InodePolicy, MODE_AUDIT, MODE_ENFORCE,
+    RawEvent,
 };
 use ebpf_guard::cgroup::{self, CgroupIndex};
 use ebpf_guard::config::Mode;
@@ -280,8 +281,10 @@ fn lineage_injector_exec_starts_lineage_forks_inherit_and_exit_cleans_up() {
     assert_eq!(child_entry.container_cg, cg.id());
     let state = tg.get().containers()[&cg.id()];
     assert_eq!(state.flags & CONTAINER_ACTIVE, CONTAINER_ACTIVE);
-    assert_eq!(state.mode, MODE_ENFORCE);
-    assert_eq!(state.pod_tag, 42);
+    assert_eq!(state.owner_tgid, root_pid);
+    let policy = tg.get().policies()[&cg.id()];
+    assert_eq!(policy.mode, MODE_ENFORCE);
+    assert_eq!(policy.pod_tag, 42);
 
     let mut start = None;
     wait_until("lineage start event", || {
@@ -353,9 +356,9 @@ fn lineage_first_exec_in_kubepods_container_is_tracked_then_agent_marks_pod() {
         lineage.get(&child_pid).map(|e| e.container_cg),
         Some(cg.id())
     );
-    assert_eq!(
-        tg.get().containers()[&cg.id()].mode,
-        0,
+    assert!(tg.get().containers().contains_key(&cg.id()));
+    assert!(
+        !tg.get().policies().contains_key(&cg.id()),
         "not protected before the agent knows the pod"
     );
 
@@ -375,9 +378,10 @@ fn lineage_first_exec_in_kubepods_container_is_tracked_then_agent_marks_pod() {
     let changes =
         protect::reconcile(tg.get(), &pods, Mode::Enforce, Some(&index)).expect("reconcile");
     assert_eq!(changes.modes_updated, 1);
-    let state = tg.get().containers()[&cg.id()];
-    assert_eq!(state.mode, MODE_ENFORCE);
-    assert_eq!(state.pod_tag, pod_tag(uid));
+    assert_eq!(changes.protected, vec![cg.id()]);
+    let policy = tg.get().policies()[&cg.id()];
+    assert_eq!(policy.mode, MODE_ENFORCE);
+    assert_eq!(policy.pod_tag, pod_tag(uid));
 
     let _ = Command::new("kill").arg(child_pid.to_string()).status();
     kill(&mut root);
@@ -418,9 +422,11 @@ fn backfill_running_container_claims_init_tree_but_not_later_exec_session() {
     assert!(lineage.contains_key(&child_pid));
     let state = tg.get().containers()[&cg.id()];
     assert_eq!(
-        (state.mode, state.flags & CONTAINER_ACTIVE, state.owner_tgid),
-        (MODE_ENFORCE, CONTAINER_ACTIVE, root_pid)
+        (state.flags & CONTAINER_ACTIVE, state.owner_tgid),
+        (CONTAINER_ACTIVE, root_pid)
     );
+    let policy = tg.get().policies()[&cg.id()];
+    assert_eq!((policy.mode, policy.pod_tag), (MODE_ENFORCE, 7));
     // Claiming again is a no-op: the container is known.
     assert_eq!(
         ebpf_guard::backfill::claim_container(
@@ -483,6 +489,67 @@ fn lineage_full_map_marks_container_degraded() {
 }
 
 #[test]
+fn reconcile_mode_change_racing_kernel_degrade_keeps_container_failing_closed() {
+    // The interleaving of the old bug, with the real BPF program: the agent reads the maps
+    // and plans a mode change, then the kernel marks the container degraded (a fork finds the
+    // lineage map full), then the agent writes. When the agent wrote the whole container value
+    // it had read, that write erased the degraded flag (and any other kernel-set field).
+    let mut tg = TestGuard::load(vec![("lineage", 1)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let injector = injector_copy(dir.path());
+    let fifo = dir.path().join("go");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let cg = TestCgroup::new();
+    register(tg.get(), &injector, MODE_AUDIT, 0, None);
+    // `read` is a shell builtin: the root forks nothing until the test writes to the FIFO.
+    let script = format!("read go < {}; sleep 30 & echo $!; wait", fifo.display());
+    let (mut root, mut out) = spawn_in_cgroup(&cg.leaf, &injector, &script);
+    let root_pid = read_pid(&mut out);
+    let before = tg.get().containers()[&cg.id()];
+    assert_eq!(before.flags & CONTAINER_DEGRADED, 0);
+    assert_eq!(tg.get().policies()[&cg.id()].mode, MODE_AUDIT);
+
+    // The agent's read: the pod now wants enforce.
+    let by_tag = std::collections::HashMap::from([(
+        42,
+        ContainerPolicy {
+            mode: MODE_ENFORCE,
+            pad: 0,
+            pod_tag: 42,
+        },
+    )]);
+    let writes =
+        protect::plan_containers(&tg.get().containers(), &tg.get().policies(), &by_tag, None);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+
+    // The kernel, between the read and the write: the forked child cannot be tracked.
+    fs::write(&fifo, "go\n").expect("release the root");
+    let child_pid = read_pid(&mut out);
+    assert!(!tg.get().lineage().contains_key(&child_pid));
+    let degraded = tg.get().containers()[&cg.id()];
+    assert_eq!(degraded.flags & CONTAINER_DEGRADED, CONTAINER_DEGRADED);
+
+    // The agent's write.
+    let mut changes = protect::Changes::default();
+    protect::apply_containers(tg.get(), &writes, &mut changes).expect("apply");
+    assert_eq!(changes.modes_updated, 1);
+    assert_eq!(
+        tg.get().containers()[&cg.id()],
+        degraded,
+        "every kernel-written field survives the agent's write"
+    );
+    let after = tg.get().containers()[&cg.id()];
+    let both = CONTAINER_ACTIVE | CONTAINER_DEGRADED;
+    assert_eq!((after.flags & both, after.owner_tgid), (both, root_pid));
+    assert_eq!(tg.get().policies()[&cg.id()].mode, MODE_ENFORCE);
+    assert!(tg.get().degraded_count().expect("guard_state") >= 1);
+
+    let _ = Command::new("kill").arg(child_pid.to_string()).status();
+    kill(&mut root);
+}
+
+#[test]
 fn reconcile_kubelet_layout_registers_then_unregisters_and_updates_modes() {
     let mut tg = TestGuard::load(Vec::new());
     let root = tempfile::tempdir().expect("tempdir");
@@ -512,25 +579,38 @@ fn reconcile_kubelet_layout_registers_then_unregisters_and_updates_modes() {
     // A running container of that pod picks up a stricter node mode.
     let cg_id = 4_000_000_000_u64;
     tg.get()
-        .put_container(
+        .insert_container_if_absent(
             cg_id,
-            ebpf_guard::abi::ContainerState {
-                mode: MODE_AUDIT,
+            ContainerState {
                 flags: CONTAINER_ACTIVE,
-                pod_tag: pod_tag(uid),
-                ..Default::default()
+                owner_tgid: 1,
             },
         )
         .expect("container");
+    assert!(
+        tg.get()
+            .create_policy(
+                cg_id,
+                ContainerPolicy {
+                    mode: MODE_AUDIT,
+                    pad: 0,
+                    pod_tag: pod_tag(uid),
+                },
+            )
+            .expect("policy")
+    );
     let changes = protect::reconcile(tg.get(), &pods, Mode::Enforce, None).expect("enforce");
     assert_eq!(changes.modes_updated, 1);
-    assert_eq!(tg.get().containers()[&cg_id].mode, MODE_ENFORCE);
+    assert!(changes.protected.is_empty(), "it was protected already");
+    assert_eq!(tg.get().policies()[&cg_id].mode, MODE_ENFORCE);
 
     // The cgroup does not exist: the entry is dropped when an index is given.
     let mut index = CgroupIndex::new(cgroup::find_cgroup2_root().expect("root"));
     index.refresh();
     let changes = protect::reconcile(tg.get(), &pods, Mode::Enforce, Some(&index)).expect("gc");
     assert_eq!(changes.containers_dropped, 1);
+    assert!(!tg.get().containers().contains_key(&cg_id));
+    assert!(!tg.get().policies().contains_key(&cg_id));
 
     fs::remove_dir_all(&pod_dir).expect("pod gone");
     let pods = kubelet::scan(root.path()).expect("scan");
