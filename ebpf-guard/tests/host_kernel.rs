@@ -550,6 +550,112 @@ fn reconcile_mode_change_racing_kernel_degrade_keeps_container_failing_closed() 
 }
 
 #[test]
+fn reconcile_protect_racing_kernel_policy_keeps_kernel_policy_then_converges() {
+    // The other interleaving: the agent plans to give an unprotected container a policy, then
+    // a lineage member runs the injector and the kernel creates the container's policy, then
+    // the agent writes. The agent's create must not replace what the kernel just wrote; the
+    // next reconciliation reads the kernel's policy and brings it to the desired one.
+    let mut tg = TestGuard::load(Vec::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let injector = injector_copy(dir.path());
+    let fifo = dir.path().join("go");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let cg = TestCgroup::new();
+    let root_dir = cgroup::find_cgroup2_root().expect("root");
+    let base_level = u32::try_from(
+        cg.base
+            .strip_prefix(&root_dir)
+            .expect("under root")
+            .components()
+            .count(),
+    )
+    .expect("level");
+    let base_id = cgroup::cgroup_id(&cg.base).expect("base id");
+    tg.get()
+        .set_config(GuardConfig {
+            kubepods_cg: base_id,
+            kubepods_level: base_level,
+            flags: CONFIG_HOST_BYPASS,
+        })
+        .expect("config");
+    // The container's first exec roots its lineage; later the root execs the injector.
+    let script = format!(
+        "read go < {}; exec {} -c \"echo $$; sleep 30\"",
+        fifo.display(),
+        injector.display()
+    );
+    let (mut root, mut out) = spawn_in_cgroup(&cg.leaf, Path::new("/bin/sh"), &script);
+    let root_pid = read_pid(&mut out);
+    assert!(tg.get().lineage().contains_key(&root_pid));
+    assert!(!tg.get().policies().contains_key(&cg.id()));
+
+    // The agent's read: the container belongs (by its cgroup path) to an injected pod.
+    let uid = "0f0e0d0c-0000-1111-2222-333344445555";
+    let wanted = ContainerPolicy {
+        mode: MODE_ENFORCE,
+        pad: 0,
+        pod_tag: pod_tag(uid),
+    };
+    let by_tag = std::collections::HashMap::from([(wanted.pod_tag, wanted)]);
+    let mut index = CgroupIndex::new(root_dir);
+    index.refresh();
+    let writes = protect::plan_containers(
+        &tg.get().containers(),
+        &tg.get().policies(),
+        &by_tag,
+        Some(&index),
+    );
+    assert_eq!(
+        writes,
+        vec![protect::ContainerWrite::Protect {
+            cg: cg.id(),
+            policy: wanted
+        }]
+    );
+
+    // The kernel, in between: the root runs the injector (registered as audit, pod tag 42).
+    register(
+        tg.get(),
+        &injector,
+        MODE_AUDIT,
+        CONFIG_HOST_BYPASS,
+        Some((base_id, base_level)),
+    );
+    fs::write(&fifo, "go\n").expect("release the root");
+    assert_eq!(
+        read_pid(&mut out),
+        root_pid,
+        "the injector runs as the root"
+    );
+    let kernel_policy = ContainerPolicy {
+        mode: MODE_AUDIT,
+        pad: 0,
+        pod_tag: 42,
+    };
+    assert_eq!(tg.get().policies().get(&cg.id()), Some(&kernel_policy));
+
+    // The agent's write keeps the kernel's policy.
+    let mut changes = protect::Changes::default();
+    protect::apply_containers(tg.get(), &writes, &mut changes).expect("apply");
+    assert_eq!(changes, protect::Changes::default());
+    assert_eq!(tg.get().policies().get(&cg.id()), Some(&kernel_policy));
+
+    // The next reconciliation reads it and replaces it with the desired policy.
+    let writes = protect::plan_containers(
+        &tg.get().containers(),
+        &tg.get().policies(),
+        &by_tag,
+        Some(&index),
+    );
+    protect::apply_containers(tg.get(), &writes, &mut changes).expect("apply");
+    assert_eq!(changes.modes_updated, 1);
+    assert_eq!(tg.get().policies().get(&cg.id()), Some(&wanted));
+
+    kill(&mut root);
+}
+
+#[test]
 fn reconcile_kubelet_layout_registers_then_unregisters_and_updates_modes() {
     let mut tg = TestGuard::load(Vec::new());
     let root = tempfile::tempdir().expect("tempdir");
