@@ -31,7 +31,26 @@ fn static_vault_env() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let target_dir = workspace.join("target").join("dist-build");
     let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // As xtask's nested cargo (`xtask/src/test.rs` `cargo`): without the variables cargo set
+    // for this test binary, or ring's build script (`rerun-if-env-changed=CARGO_PKG_NAME`,
+    // ...) sees a change and the next `cargo xtask dist` or bench redoes the whole build.
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if name_str.starts_with("CARGO_PKG_")
+            || name_str.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name_str.as_ref())
+        {
+            command.env_remove(&name);
+        }
+    }
+    let status = command
         .current_dir(workspace)
         .args(["build", "--profile", "dist", "--target", TARGET])
         .args([

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
+use crate::test::cargo;
 use crate::workspace_root;
 
 mod child;
@@ -223,32 +224,22 @@ pub fn run(args: &Args) -> Result<()> {
 /// other selection unifies dependency features differently and would rebuild much of the
 /// workspace right after that step. The full run builds release binaries of `builds`.
 fn cargo_build(builds: &[&Build], quick: bool) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut commands = Vec::new();
     if quick {
-        let mut command = Command::new(&cargo);
-        command.args(["test", "--workspace", "--all-targets", "--no-run"]);
-        commands.push(command);
+        commands.push(cargo(&["test", "--workspace", "--all-targets", "--no-run"]));
         // `cargo test` builds examples only as test harnesses; daemon-memory runs the real
         // `daemon_rss`. The whole workspace keeps the tests step's feature unification.
-        let mut command = Command::new(&cargo);
-        command.args(["build", "--workspace", "--examples"]);
-        commands.push(command);
+        commands.push(cargo(&["build", "--workspace", "--examples"]));
     }
     for build in builds.iter().filter(|_| !quick) {
         let (package, kind, name) = match build {
             Build::Bin(package, bin) => (package, "--bin", bin),
             Build::Example(package, example) => (package, "--example", example),
         };
-        let mut command = Command::new(&cargo);
-        command.args(["build", "--release", "-p", package, kind, name]);
-        commands.push(command);
+        commands.push(cargo(&["build", "--release", "-p", package, kind, name]));
     }
     for mut command in commands {
-        let status = command
-            .current_dir(workspace_root())
-            .status()
-            .context("running cargo")?;
+        let status = command.status().context("running cargo")?;
         if !status.success() {
             bail!("building the benchmarks' binaries failed: {command:?}");
         }

@@ -8,7 +8,6 @@
 //! `target/dist/images/<name>/`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -105,28 +104,25 @@ pub fn run() -> Result<()> {
 /// `cargo xtask bench`).
 pub fn build(binary: &Binary) -> Result<PathBuf> {
     let dir = build_dir();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--profile",
-            "dist",
-            "--target",
-            TARGET,
-            "--package",
-        ])
-        .arg(binary.package)
-        .arg("--bin")
-        .arg(binary.bin)
-        .arg("--target-dir")
-        .arg(&dir)
-        // Only this flag: the static build must not pick up flags meant for the host build.
-        .env("RUSTFLAGS", RUSTFLAGS)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .status()
-        .context("run cargo build")?;
+    let status = crate::test::cargo(&[
+        "build",
+        "--profile",
+        "dist",
+        "--target",
+        TARGET,
+        "--package",
+    ])
+    .arg(binary.package)
+    .arg("--bin")
+    .arg(binary.bin)
+    .arg("--target-dir")
+    .arg(&dir)
+    // Only this flag: the static build must not pick up flags meant for the host build.
+    .env("RUSTFLAGS", RUSTFLAGS)
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .env_remove("CARGO_BUILD_RUSTFLAGS")
+    .status()
+    .context("run cargo build")?;
     ensure!(
         status.success(),
         "static build of {} failed ({status})",

@@ -96,11 +96,34 @@ fn demo_test() -> Result<()> {
     checked
 }
 
-/// A `cargo` command run from the workspace root.
+/// A `cargo` command run from the workspace root, without the variables `cargo run` set for
+/// xtask itself.
+///
+/// Why: build scripts such as ring's print `rerun-if-env-changed=CARGO_PKG_NAME` (and
+/// `CARGO_MANIFEST_DIR`, ...), and cargo compares those against its *own* environment. A
+/// nested cargo that inherits xtask's `CARGO_PKG_NAME=xtask` therefore sees ring as changed
+/// and rebuilds it and everything above it (TLS, HTTP, Vault client) whenever the previous
+/// build of that profile came from a shell or a test: a minute per static build.
 pub fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.args(args).current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_per_package_cargo_var) {
+            command.env_remove(name);
+        }
+    }
     command
+}
+
+/// The variables cargo sets for one package's binary or build script (not its own settings
+/// such as `CARGO`, `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_per_package_cargo_var(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+        )
 }
 
 /// Runs one named step with inherited output and reports its duration.
