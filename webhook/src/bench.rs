@@ -2,7 +2,7 @@
 //! it): starts the webhook (`serve`) and the no-op baseline (`noop-server`) as child
 //! processes of this binary on the same hyper + tokio-rustls stack, drives both with the same
 //! open-loop load (a 3-container pod with 10 references, 16 keep-alive TLS connections,
-//! 200 reviews/s) in interleaved A/B rounds, and measures saturation throughput and the
+//! 200 reviews/s) and then at saturation, both in interleaved A/B rounds, and measures the
 //! in-process mutation cost. Prints the figures as JSON for xtask. The registry lookup's
 //! benchmark (`bench-registry`) lives in [`registry`]; [`Figure`] is the JSON both print.
 
@@ -160,14 +160,28 @@ impl Conn {
         let response = self.sender.send_request(request).await?;
         ensure!(response.status() == 200, "status {}", response.status());
         let bytes = response.into_body().collect().await?.to_bytes();
-        let review: Value = serde_json::from_slice(&bytes)?;
-        ensure!(review["response"]["allowed"] == true, "review not allowed");
+        // Only the checked fields, borrowed: the load client shares the cores with the server
+        // it measures, so its own work must stay small and the same for both servers.
+        #[derive(serde::Deserialize)]
+        struct Review<'a> {
+            #[serde(borrow)]
+            response: Response<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Response<'a> {
+            uid: &'a str,
+            allowed: bool,
+            #[serde(default)]
+            patch: Option<&'a str>,
+        }
+        let review: Review<'_> = serde_json::from_slice(&bytes)?;
+        ensure!(review.response.allowed, "review not allowed");
         ensure!(
-            review["response"]["uid"] == "00000000-0000-0000-0000-000000000000",
+            review.response.uid == "00000000-0000-0000-0000-000000000000",
             "uid not echoed"
         );
         ensure!(
-            review["response"]["patch"].is_string() == expect_patch,
+            review.response.patch.is_some() == expect_patch,
             "unexpected patch presence"
         );
         Ok(())
@@ -211,7 +225,21 @@ pub async fn open_loop(
     Ok(samples)
 }
 
-/// Closed-loop load: reviews per second with every connection busy.
+/// What one closed-loop round achieved.
+#[derive(Clone, Copy, Debug)]
+pub struct Throughput {
+    pub reviews: u64,
+    pub seconds: f64,
+}
+
+impl Throughput {
+    pub fn per_second(self) -> f64 {
+        self.reviews as f64 / self.seconds
+    }
+}
+
+/// Closed-loop load: every connection busy for `duration`. The connections are opened (TLS
+/// handshakes done) before the clock starts.
 pub async fn saturation(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
@@ -219,14 +247,16 @@ pub async fn saturation(
     expect_patch: bool,
     connections: usize,
     duration: Duration,
-) -> anyhow::Result<f64> {
-    let mut tasks = Vec::new();
-    let started = Instant::now();
+) -> anyhow::Result<Throughput> {
+    let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let config = Arc::clone(&config);
+        conns.push(connect(addr, Arc::clone(&config)).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut conn in conns {
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let mut conn = connect(addr, config).await?;
             let mut count = 0u64;
             while started.elapsed() < duration {
                 conn.review(body.clone(), expect_patch).await?;
@@ -235,11 +265,14 @@ pub async fn saturation(
             anyhow::Ok(count)
         }));
     }
-    let mut total = 0;
+    let mut reviews = 0;
     for task in tasks {
-        total += task.await??;
+        reviews += task.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok(Throughput {
+        reviews,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Nanoseconds per review: (full decision = parse + decide + patch + serialise answer,
@@ -250,8 +283,8 @@ pub async fn mutation_cost(iterations: u32) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     for _ in 0..iterations {
         let answer = crate::handler::answer(&mutator, &body).await;
-        ensure!(answer.body["response"]["patch"].is_string(), "no patch");
-        std::hint::black_box(serde_json::to_vec(&answer.body)?);
+        ensure!(answer.outcome.response.patch.is_some(), "no patch");
+        std::hint::black_box(answer.to_json());
     }
     let decision = started.elapsed().as_nanos() as f64 / f64::from(iterations);
     let started = Instant::now();
@@ -281,6 +314,30 @@ pub fn bench_mutator() -> Mutator {
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// CPU time (user + system, all threads) the server has used so far, in seconds: from
+    /// `/proc/PID/stat`, in clock ticks of `USER_HZ` (100 on Linux, whatever the kernel's HZ).
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        const USER_HZ: f64 = 100.0;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("reading the server's /proc stat")?;
+        // Fields after the parenthesised command name (which may contain spaces): state is
+        // field 3, utime and stime are fields 14 and 15.
+        let after_comm = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .context("no command name in /proc stat")?;
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks = |index: usize| -> anyhow::Result<f64> {
+            Ok(fields
+                .get(index - 3)
+                .context("short /proc stat")?
+                .parse::<u64>()? as f64)
+        };
+        Ok((ticks(14)? + ticks(15)?) / USER_HZ)
+    }
 }
 
 impl Drop for ServerProcess {
@@ -428,29 +485,45 @@ async fn run_in(dir: &Path, quick: bool) -> anyhow::Result<Vec<Figure>> {
         webhook_samples.micros.len(),
         noop_samples.micros.len()
     );
-    let saturation_time = if quick {
-        Duration::from_secs(1)
+    // Saturation in interleaved A/B rounds too; the median round of each is reported.
+    let saturation_round = if quick {
+        Duration::from_millis(300)
     } else {
-        Duration::from_secs(5)
+        Duration::from_secs(2)
     };
-    let webhook_rps = saturation(
-        webhook.addr,
-        Arc::clone(&client),
-        body.clone(),
-        true,
-        16,
-        saturation_time,
-    )
-    .await?;
-    let noop_rps = saturation(
-        noop.addr,
-        Arc::clone(&client),
-        body.clone(),
-        false,
-        16,
-        saturation_time,
-    )
-    .await?;
+    // Also the servers' own CPU time per review over those rounds: unlike reviews/s it
+    // hardly moves with other load on the machine or with the load client's share.
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut cpu = [(0.0, 0u64), (0.0, 0u64)];
+    for index in 0..rounds {
+        let order = if index.is_multiple_of(2) {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_webhook in order {
+            let (server, slot) = if is_webhook {
+                (&webhook, 0)
+            } else {
+                (&noop, 1)
+            };
+            let cpu_before = server.cpu_seconds()?;
+            let round = saturation(
+                server.addr,
+                Arc::clone(&client),
+                body.clone(),
+                is_webhook,
+                load.connections,
+                saturation_round,
+            )
+            .await?;
+            cpu[slot].0 += server.cpu_seconds()? - cpu_before;
+            cpu[slot].1 += round.reviews;
+            rates[slot].push(round.per_second());
+        }
+    }
+    let (webhook_rps, noop_rps) = (quantile(&rates[0], 0.5), quantile(&rates[1], 0.5));
+    let cpu_per_review = |(seconds, reviews): (f64, u64)| seconds * 1e6 / reviews.max(1) as f64;
     let (decision_ns, serde_ns) = mutation_cost(if quick { 200 } else { 2000 }).await?;
     let ms = |us: f64| us / 1000.0;
     let p99 = (
@@ -484,6 +557,13 @@ async fn run_in(dir: &Path, quick: bool) -> anyhow::Result<Vec<Figure>> {
             Some(0.5),
         )
         .at_least(),
+        Figure::compared(
+            BENCH,
+            "server CPU time per review at saturation",
+            (cpu_per_review(cpu[0]), cpu_per_review(cpu[1])),
+            "us",
+            None,
+        ),
         Figure::compared(
             BENCH,
             "mutation cost per review (decision+patch vs serde parse+serialise)",

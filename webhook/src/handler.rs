@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::admission::{API_VERSIONS, AdmissionResponse, AdmissionReview};
+use crate::admission::{API_VERSIONS, AdmissionResponse, AdmissionReview, PatchText};
 use crate::mutate::{Decision, Mutator, Outcome};
 
 /// Fields of the request kept for the per-review log line and metrics (no env values).
@@ -32,10 +32,40 @@ pub struct Answer {
     /// HTTP status: 200 for every parsed review (even when denied), 400 for a body that is
     /// not an AdmissionReview.
     pub http_status: u16,
-    /// The response AdmissionReview.
-    pub body: Value,
+    /// `apiVersion` of the response review: the one the request used.
+    pub api_version: &'static str,
+    /// The decision; its `response` is the body of the response review.
     pub outcome: Outcome,
     pub meta: ReviewMeta,
+}
+
+impl Answer {
+    /// The response AdmissionReview as JSON text, as the server sends it.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Sized for the patch up front: growing a many-kilobyte buffer by doubling copies it
+        // several times over.
+        let patch_len = self
+            .outcome
+            .response
+            .patch
+            .as_ref()
+            .map_or(0, PatchText::base64_len);
+        let mut body = Vec::with_capacity(patch_len + 512);
+        if self
+            .outcome
+            .response
+            .write_review(self.api_version, &mut body)
+            .is_err()
+        {
+            body.clear();
+        }
+        body
+    }
+
+    /// The response AdmissionReview as a JSON value (the same document as [`Self::to_json`]).
+    pub fn body(&self) -> Value {
+        self.outcome.response.to_review(self.api_version)
+    }
 }
 
 /// Answers one request body.
@@ -49,7 +79,7 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
             );
         }
     };
-    let Some(api_version) = API_VERSIONS.iter().find(|v| **v == review.api_version) else {
+    let Some(api_version) = API_VERSIONS.into_iter().find(|v| *v == review.api_version) else {
         return bad_review(
             API_VERSIONS[0],
             format!(
@@ -78,7 +108,7 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
     };
     Answer {
         http_status: 200,
-        body: outcome.response.to_review(api_version),
+        api_version,
         outcome,
         meta,
     }
@@ -123,7 +153,10 @@ pub fn answer_noop(body: &[u8]) -> Answer {
             let response = AdmissionResponse::allow(&uid);
             Answer {
                 http_status: 200,
-                body: response.to_review(&api_version),
+                api_version: API_VERSIONS
+                    .into_iter()
+                    .find(|v| *v == api_version)
+                    .unwrap_or(API_VERSIONS[0]),
                 outcome: Outcome {
                     response,
                     decision: Decision::NotOurs,
@@ -142,11 +175,11 @@ pub fn answer_noop(body: &[u8]) -> Answer {
     }
 }
 
-fn bad_review(api_version: &str, message: String) -> Answer {
+fn bad_review(api_version: &'static str, message: String) -> Answer {
     let response = AdmissionResponse::invalid("", message);
     Answer {
         http_status: 400,
-        body: response.to_review(api_version),
+        api_version,
         outcome: Outcome {
             response,
             decision: Decision::Invalid,

@@ -375,19 +375,7 @@ async fn route(state: &AppState, request: Request<Incoming>) -> Response<Full<By
         "admission review"
     );
     let status = StatusCode::from_u16(answer.http_status).unwrap_or(StatusCode::OK);
-    // Sized for the patch up front: growing a many-kilobyte buffer by doubling copies it
-    // several times over.
-    let patch_len = answer
-        .outcome
-        .response
-        .patch
-        .as_ref()
-        .map_or(0, String::len);
-    let mut body = Vec::with_capacity(patch_len + 512);
-    if serde_json::to_writer(&mut body, &answer.body).is_err() {
-        body.clear();
-    }
-    json_response(status, body)
+    json_response(status, answer.to_json())
 }
 
 fn reject(

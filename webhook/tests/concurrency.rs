@@ -11,6 +11,7 @@ use common::net::*;
 use common::*;
 use serde_json::json;
 use strongroom_testbed::TestCa;
+use webhook::admission::PatchText;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_200_connections_10s_every_review_answered_correctly() {
@@ -51,7 +52,9 @@ async fn concurrent_200_connections_10s_every_review_answered_correctly() {
                 assert_eq!(answer["response"]["allowed"], true);
                 if with_vault {
                     let got = webhook::admission::AdmissionResponse {
-                        patch: answer["response"]["patch"].as_str().map(str::to_owned),
+                        patch: answer["response"]["patch"]
+                            .as_str()
+                            .map(|text| PatchText::from_base64(text).unwrap()),
                         ..webhook::admission::AdmissionResponse::allow(&uid)
                     };
                     assert_eq!(got.decoded_patch().as_ref(), Some(&expected_patch), "{uid}");

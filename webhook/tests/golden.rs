@@ -36,17 +36,18 @@ fn golden_every_fixture_matches_and_patch_yields_valid_pod() {
         assert_eq!(answer.http_status, 200, "{name}");
         let review: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
-            answer.body["response"]["uid"], review["request"]["uid"],
+            answer.body()["response"]["uid"],
+            review["request"]["uid"],
             "{name}: uid echoed"
         );
-        assert_eq!(answer.body["apiVersion"], review["apiVersion"], "{name}");
+        assert_eq!(answer.body()["apiVersion"], review["apiVersion"], "{name}");
         let object = &review["request"]["object"];
-        let patched = apply(object, &answer.body);
+        let patched = apply(object, &answer.body());
         if review["request"]["kind"]["kind"] == "Pod" {
             // Must still be a valid Pod after the patch.
             let _pod = as_pod(&patched);
         }
-        let got = golden_form(&answer.body);
+        let got = golden_form(&answer.body());
         let path = fixtures_dir().join("golden").join(format!("{name}.json"));
         if update {
             std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
@@ -67,7 +68,7 @@ fn patched_pod(name: &str) -> (webhook::handler::Answer, k8s_openapi::api::core:
     let body = fixture(name);
     let answer = answer(&test_mutator(), &body);
     let review = fixture_json(name);
-    let pod = as_pod(&apply(&review["request"]["object"], &answer.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &answer.body()));
     (answer, pod)
 }
 
@@ -161,8 +162,8 @@ fn pod_no_vault_and_skip_label_allowed_without_patch() {
     ] {
         let answer = answer(&test_mutator(), &fixture(name));
         assert_eq!(answer.outcome.decision, decision, "{name}");
-        assert_eq!(answer.body["response"]["allowed"], true, "{name}");
-        assert!(answer.body["response"].get("patch").is_none(), "{name}");
+        assert_eq!(answer.body()["response"]["allowed"], true, "{name}");
+        assert!(answer.body()["response"].get("patch").is_none(), "{name}");
     }
 }
 
@@ -173,7 +174,7 @@ fn pod_mutate_skip_annotation_allowed_without_patch() {
         json!("skip");
     let answer = answer(&test_mutator(), &serde_json::to_vec(&review).unwrap());
     assert_eq!(answer.outcome.decision, Decision::Skipped);
-    assert!(answer.body["response"].get("patch").is_none());
+    assert!(answer.body()["response"].get("patch").is_none());
 }
 
 #[test]
@@ -186,10 +187,10 @@ fn pod_already_mutated_second_review_is_noop() {
     ] {
         let review = fixture_json(name);
         let first = answer(&test_mutator(), &fixture(name));
-        let patched = apply(&review["request"]["object"], &first.body);
+        let patched = apply(&review["request"]["object"], &first.body());
         let second = answer(&test_mutator(), &pod_review(&patched));
         assert_eq!(second.outcome.decision, Decision::AlreadyMutated, "{name}");
-        assert!(second.body["response"].get("patch").is_none(), "{name}");
+        assert!(second.body()["response"].get("patch").is_none(), "{name}");
         // Even without the marker annotation the init container identifies it.
         let mut unmarked = patched.clone();
         unmarked["metadata"]["annotations"]
@@ -204,8 +205,8 @@ fn pod_already_mutated_second_review_is_noop() {
 #[test]
 fn pod_v1beta1_answered_in_v1beta1() {
     let answer = answer(&test_mutator(), &fixture("pod-v1beta1"));
-    assert_eq!(answer.body["apiVersion"], "admission.k8s.io/v1beta1");
-    assert_eq!(answer.body["kind"], "AdmissionReview");
+    assert_eq!(answer.body()["apiVersion"], "admission.k8s.io/v1beta1");
+    assert_eq!(answer.body()["kind"], "AdmissionReview");
     assert_eq!(answer.outcome.decision, Decision::Patched);
 }
 
@@ -262,7 +263,8 @@ fn pod_unknown_image_without_command_warns_and_skips_container() {
     );
     let answer = answer(&mutator, &fixture("pod-no-command"));
     assert_eq!(answer.outcome.decision, Decision::NothingToInject);
-    let warnings = answer.body["response"]["warnings"].as_array().unwrap();
+    let body = answer.body();
+    let warnings = body["response"]["warnings"].as_array().unwrap();
     assert!(
         warnings
             .iter()
@@ -307,7 +309,7 @@ fn pod_envfrom_resolves_references_from_secret_and_configmap() {
         Some("vault:secret/data/app#token")
     );
     // Plain values never copied.
-    let text = serde_json::to_string(&answer.body).unwrap();
+    let text = serde_json::to_string(&answer.body()).unwrap();
     assert!(!text.contains("not-a-reference"));
     assert!(!text.contains("api.example.com"));
 }
@@ -317,7 +319,7 @@ fn pod_envfrom_without_api_access_warns() {
     let mutator = mutator_with(test_config(), Arc::new(NoObjects));
     let answer = answer(&mutator, &fixture("pod-envfrom"));
     assert_eq!(answer.outcome.decision, Decision::Patched);
-    let warnings = answer.body["response"]["warnings"].to_string();
+    let warnings = answer.body()["response"]["warnings"].to_string();
     assert!(warnings.contains("app-secrets"), "{warnings}");
 }
 
@@ -374,9 +376,9 @@ fn pod_daemon_and_transit_settings_become_env() {
 fn secret_and_configmap_allowed_unpatched_with_warning() {
     for name in ["secret-dockerconfig", "configmap-refs", "configmap-update"] {
         let answer = answer(&test_mutator(), &fixture(name));
-        assert_eq!(answer.body["response"]["allowed"], true, "{name}");
-        assert!(answer.body["response"].get("patch").is_none(), "{name}");
-        let warnings = answer.body["response"]["warnings"].to_string();
+        assert_eq!(answer.body()["response"]["allowed"], true, "{name}");
+        assert!(answer.body()["response"].get("patch").is_none(), "{name}");
+        let warnings = answer.body()["response"]["warnings"].to_string();
         assert!(
             warnings.contains("admitted unchanged"),
             "{name}: {warnings}"
@@ -412,11 +414,10 @@ fn pod_ssrf_vault_addr_table_denied_naming_annotation() {
     ] {
         let answer = answer(&test_mutator(), &with_annotation("pod-basic", key, addr));
         assert_eq!(answer.outcome.decision, Decision::Denied, "{addr}");
-        let message = answer.body["response"]["status"]["message"]
-            .as_str()
-            .unwrap();
+        let body = answer.body();
+        let message = body["response"]["status"]["message"].as_str().unwrap();
         assert!(message.contains(key), "{addr}: {message}");
-        assert_eq!(answer.body["response"]["status"]["code"], 403);
+        assert_eq!(answer.body()["response"]["status"]["code"], 403);
     }
     for addr in [
         "https://vault.default.svc.cluster.local:8200",
@@ -436,7 +437,7 @@ fn pod_vault_env_image_not_allowlisted_denied() {
     );
     assert_eq!(answer.outcome.decision, Decision::Denied);
     assert!(
-        answer.body["response"]["status"]["message"]
+        answer.body()["response"]["status"]["message"]
             .as_str()
             .unwrap()
             .contains("vault-env-image")
@@ -455,13 +456,13 @@ fn pod_skip_verify_from_object_ignored_unless_operator_allows() {
         let a = answer(&test_mutator(), &with_annotation("pod-basic", key, "true"));
         let review: Value =
             serde_json::from_slice(&with_annotation("pod-basic", key, "true")).unwrap();
-        let pod = as_pod(&apply(&review["request"]["object"], &a.body));
+        let pod = as_pod(&apply(&review["request"]["object"], &a.body()));
         (a, pod)
     };
     let app = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(env_of(app, "VAULT_SKIP_VERIFY").as_deref(), Some("false"));
     assert!(
-        answer_default.body["response"]["warnings"]
+        answer_default.body()["response"]["warnings"]
             .to_string()
             .contains(key)
     );
@@ -471,7 +472,7 @@ fn pod_skip_verify_from_object_ignored_unless_operator_allows() {
     let body = with_annotation("pod-basic", key, "true");
     let review: Value = serde_json::from_slice(&body).unwrap();
     let a = answer(&mutator, &body);
-    let pod = as_pod(&apply(&review["request"]["object"], &a.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &a.body()));
     let app = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(env_of(app, "VAULT_SKIP_VERIFY").as_deref(), Some("true"));
 }
@@ -486,7 +487,7 @@ fn pod_security_annotations_cannot_widen_init_container() {
     annotations["vault.security.banzaicloud.io/psp-allow-privilege-escalation"] = json!("true");
     annotations["vault.security.banzaicloud.io/readonly-root-fs"] = json!("false");
     let a = answer(&test_mutator(), &serde_json::to_vec(&review).unwrap());
-    let pod = as_pod(&apply(&review["request"]["object"], &a.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &a.body()));
     let init = &pod.spec.unwrap().init_containers.unwrap()[0];
     let sc = init.security_context.as_ref().unwrap();
     assert_eq!(sc.run_as_user, Some(65534));
@@ -494,7 +495,10 @@ fn pod_security_annotations_cannot_widen_init_container() {
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert_eq!(a.body["response"]["warnings"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        a.body()["response"]["warnings"].as_array().unwrap().len(),
+        4
+    );
 }
 
 #[test]
@@ -504,7 +508,8 @@ fn pod_malformed_reference_denied_naming_container_and_variable() {
         json!("vault:secret/data/accounts/aws");
     let a = answer(&test_mutator(), &serde_json::to_vec(&review).unwrap());
     assert_eq!(a.outcome.decision, Decision::Denied);
-    let message = a.body["response"]["status"]["message"].as_str().unwrap();
+    let body = a.body();
+    let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("container alpine"), "{message}");
     assert!(message.contains("AWS_SECRET_ACCESS_KEY"), "{message}");
     assert!(message.contains("#KEY"), "{message}");
@@ -518,7 +523,7 @@ fn pod_guard_mode_copied_and_passthrough_token_stripped() {
     annotations["vault.security.banzaicloud.io/vault-env-passthrough"] =
         json!("VAULT_ADDR,VAULT_TOKEN");
     let a = answer(&test_mutator(), &serde_json::to_vec(&review).unwrap());
-    let pod = as_pod(&apply(&review["request"]["object"], &a.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &a.body()));
     let app = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(
         env_of(app, "STRONGROOM_GUARD_MODE").as_deref(),
@@ -545,7 +550,7 @@ fn pod_object_vault_env_vars_replaced_by_webhook_values() {
         .unwrap()
         .push(json!({"name": "VAULT_ADDR", "value": "http://169.254.169.254"}));
     let a = answer(&test_mutator(), &serde_json::to_vec(&review).unwrap());
-    let pod = as_pod(&apply(&review["request"]["object"], &a.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &a.body()));
     let app = &pod.spec.as_ref().unwrap().containers[0];
     let addrs: Vec<_> = app
         .env

@@ -68,8 +68,8 @@ fn server_patched_template() -> Value {
     let pod =
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": t["metadata"], "spec": t["spec"]});
     let answer = answer(&test_mutator(), &pod_review(&pod));
-    assert!(answer.body["response"]["patch"].is_string());
-    let patched = apply(&pod, &answer.body);
+    assert!(answer.body()["response"]["patch"].is_string());
+    let patched = apply(&pod, &answer.body());
     json!({"metadata": patched["metadata"], "spec": patched["spec"]})
 }
 

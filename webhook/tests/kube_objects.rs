@@ -46,14 +46,14 @@ async fn kube_objects_envfrom_and_valuefrom_resolved_once_per_object() {
     let answer = webhook::handler::answer(&mutator, &fixture("pod-envfrom")).await;
     assert_eq!(answer.outcome.decision, Decision::Patched);
     let review = fixture_json("pod-envfrom");
-    let pod = as_pod(&apply(&review["request"]["object"], &answer.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &answer.body()));
     let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
     assert!(
         env.iter()
             .any(|v| v.value.as_deref() == Some("vault:secret/data/app#db-password"))
     );
     assert!(env.iter().any(|v| v.name == "CFG_token"));
-    let text = answer.body.to_string();
+    let text = answer.body().to_string();
     assert!(
         !text.contains(CANARY),
         "a plain Secret value leaked into the answer"
@@ -80,7 +80,7 @@ async fn kube_objects_missing_secret_leaves_reference_to_kubelet() {
     // The direct vault ref still gets injected; the valueFrom entries stay as they were.
     assert_eq!(answer.outcome.decision, Decision::Patched);
     let review = fixture_json("pod-envfrom");
-    let pod = as_pod(&apply(&review["request"]["object"], &answer.body));
+    let pod = as_pod(&apply(&review["request"]["object"], &answer.body()));
     let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
     assert!(env.iter().any(|v| {
         v.value_from
@@ -97,8 +97,7 @@ async fn kube_objects_api_unreachable_denies_with_object_name() {
     let mutator = mutator_with(test_config(), Arc::new(KubeObjects::new(client)));
     let answer = webhook::handler::answer(&mutator, &fixture("pod-envfrom")).await;
     assert_eq!(answer.outcome.decision, Decision::Denied);
-    let message = answer.body["response"]["status"]["message"]
-        .as_str()
-        .unwrap();
+    let body = answer.body();
+    let message = body["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("fixtures-1/app-"), "{message}");
 }

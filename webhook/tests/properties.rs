@@ -58,7 +58,7 @@ proptest! {
         }
         let first = answer(&test_mutator(), &serde_json::to_vec(&review).unwrap());
         let object = &review["request"]["object"];
-        let patched = apply(object, &first.body);
+        let patched = apply(object, &first.body());
         as_pod(&patched);
         if first.outcome.decision == Decision::Patched {
             let second = answer(&test_mutator(), &pod_review(&patched));
@@ -69,7 +69,7 @@ proptest! {
                 prop_assert!(text.contains(&serde_json::to_string(value).unwrap()));
             }
         } else {
-            prop_assert!(first.body["response"].get("patch").is_none());
+            prop_assert!(first.body()["response"].get("patch").is_none());
         }
     }
 }

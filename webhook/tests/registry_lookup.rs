@@ -134,7 +134,7 @@ fn pod(image: &str, edit: impl FnOnce(&mut Value)) -> Value {
 /// when the webhook did not inject into it; plus the response.
 async fn mutated_command(mutator: &Mutator, pod: &Value) -> (Option<Vec<String>>, Value) {
     let answer = webhook::handler::answer(mutator, &common::pod_review(pod)).await;
-    let patched = common::apply(pod, &answer.body);
+    let patched = common::apply(pod, &answer.body());
     common::as_pod(&patched);
     let container = &patched["spec"]["containers"][0];
     let line: Vec<String> = container["command"]
@@ -145,7 +145,7 @@ async fn mutated_command(mutator: &Mutator, pod: &Value) -> (Option<Vec<String>>
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     let injected = line.first().is_some_and(|c| c.starts_with("/vault/"));
-    (injected.then(|| line[1..].to_vec()), answer.body)
+    (injected.then(|| line[1..].to_vec()), answer.body())
 }
 
 fn lookup(image: &str) -> ImageLookup {
@@ -294,9 +294,10 @@ async fn review_100_concurrent_one_manifest_and_one_config_fetch() {
     for task in tasks {
         let answer = task.await.unwrap();
         assert_eq!(
-            answer.body["response"]["patchType"], "JSONPatch",
+            answer.body()["response"]["patchType"],
+            "JSONPatch",
             "{}",
-            answer.body
+            answer.body()
         );
     }
     assert_eq!(
