@@ -284,15 +284,50 @@ impl JsonPatch {
         tokens: &[&str],
         value: &T,
     ) -> Result<(), serde_json::Error> {
+        self.begin_add(tokens)?;
+        serde_json::to_writer(&mut self.json, value)?;
+        self.json.push(b'}');
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// Appends an `add` whose value is an array: the items of `head`, then those of `tail`
+    /// (serialised once, shared by several operations).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::add`].
+    pub fn add_array<T: Serialize>(
+        &mut self,
+        tokens: &[&str],
+        head: &[T],
+        tail: &JsonItems,
+    ) -> Result<(), serde_json::Error> {
+        self.begin_add(tokens)?;
+        self.json.push(b'[');
+        for (index, item) in head.iter().enumerate() {
+            if index > 0 {
+                self.json.push(b',');
+            }
+            serde_json::to_writer(&mut self.json, item)?;
+        }
+        if !head.is_empty() && tail.count > 0 {
+            self.json.push(b',');
+        }
+        self.json.extend_from_slice(&tail.json);
+        self.json.extend_from_slice(b"]}");
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// Writes `{"op":"add","path":<pointer>,"value":` (after a comma unless first).
+    fn begin_add(&mut self, tokens: &[&str]) -> Result<(), serde_json::Error> {
         if self.ops > 0 {
             self.json.push(b',');
         }
         self.json.extend_from_slice(br#"{"op":"add","path":"#);
         serde_json::to_writer(&mut self.json, &pointer(tokens))?;
         self.json.extend_from_slice(br#","value":"#);
-        serde_json::to_writer(&mut self.json, value)?;
-        self.json.push(b'}');
-        self.ops += 1;
         Ok(())
     }
 
@@ -310,6 +345,36 @@ impl JsonPatch {
     pub fn into_json(mut self) -> Vec<u8> {
         self.json.push(b']');
         self.json
+    }
+}
+
+/// Array items serialised once to JSON text (comma-separated, without brackets) for a patch
+/// that repeats them, e.g. the env entries and mounts every injected container gets:
+/// serialising many short strings is most of what building a patch costs.
+#[derive(Clone, Debug)]
+pub struct JsonItems {
+    json: Vec<u8>,
+    count: usize,
+}
+
+impl JsonItems {
+    /// Serialises `items`.
+    ///
+    /// # Errors
+    ///
+    /// When an item fails to serialise (not expected for the webhook's types).
+    pub fn new<T: Serialize>(items: &[T]) -> Result<Self, serde_json::Error> {
+        let mut json = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            if index > 0 {
+                json.push(b',');
+            }
+            serde_json::to_writer(&mut json, item)?;
+        }
+        Ok(Self {
+            json,
+            count: items.len(),
+        })
     }
 }
 
@@ -426,6 +491,38 @@ mod tests {
             );
             assert_eq!(PatchText::from_base64(text).ok(), Some(patch));
         }
+    }
+
+    #[test]
+    fn add_array_joins_head_and_shared_tail_as_one_array() {
+        let tail = JsonItems::new(&["t1", "t\"2"]).unwrap_or_else(|e| panic!("items: {e}"));
+        let empty = JsonItems::new::<&str>(&[]).unwrap_or_else(|e| panic!("items: {e}"));
+        let mut patch = JsonPatch::new();
+        for (head, tail) in [
+            (&["h1"][..], &tail),
+            (&[][..], &tail),
+            (&["h1", "h2"][..], &empty),
+            (&[][..], &empty),
+        ] {
+            patch
+                .add_array(&["a"], head, tail)
+                .unwrap_or_else(|e| panic!("add: {e}"));
+        }
+        let value: Value =
+            serde_json::from_slice(&patch.into_json()).unwrap_or_else(|e| panic!("parse: {e}"));
+        let values: Vec<&Value> = value
+            .as_array()
+            .map(|ops| ops.iter().map(|op| &op["value"]).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            values,
+            [
+                &serde_json::json!(["h1", "t1", "t\"2"]),
+                &serde_json::json!(["t1", "t\"2"]),
+                &serde_json::json!(["h1", "h2"]),
+                &serde_json::json!([]),
+            ]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Probe, VolumeMount};
 use serde_json::Value;
 use vault_env::copy_self::GUARD_MODE_ENV;
 
-use crate::admission::{AdmissionRequest, AdmissionResponse, JsonPatch};
+use crate::admission::{AdmissionRequest, AdmissionResponse, JsonItems, JsonPatch};
 use crate::annotations::{self, Annotations};
 use crate::image::{ImageLookup, ImageResolver, Platform};
 use crate::objects::{LookupError, ObjectKind, ObjectSource};
@@ -362,6 +362,7 @@ impl Mutator {
         }
 
         let settings = self.pod_settings(pod, annotations, warnings)?;
+        let shared = SharedItems::new(&settings).map_err(patch_failed)?;
         let mut ops = JsonPatch::new();
         let mut injected = 0;
         for (list, index, container, env) in planned {
@@ -372,8 +373,10 @@ impl Mutator {
                 continue;
             };
             injected += 1;
-            self.container_ops(list, index, container, &env, args, &settings, &mut ops)
-                .map_err(patch_failed)?;
+            self.container_ops(
+                list, index, container, &env, args, &settings, &shared, &mut ops,
+            )
+            .map_err(patch_failed)?;
         }
         if injected == 0 {
             return Ok((JsonPatch::new(), 0));
@@ -803,40 +806,21 @@ impl Mutator {
         env: &[EnvVar],
         args: Vec<String>,
         settings: &PodSettings,
+        shared: &SharedItems,
         ops: &mut JsonPatch,
     ) -> Result<(), serde_json::Error> {
         let index = index.to_string();
         let at = |field: &'static str| ["spec", list.field(), index.as_str(), field];
-        // The webhook's VAULT_* values replace any the object set itself; serialised as one
-        // list without copying either part.
+        // The webhook's VAULT_* values replace any the object set itself.
         let kept: Vec<&EnvVar> = env
             .iter()
             .filter(|var| !settings.env.iter().any(|(name, _)| *name == var.name))
             .collect();
-        let injected_env: Vec<NameValue<'_>> = settings
-            .env
-            .iter()
-            .map(|(name, value)| NameValue { name, value })
-            .collect();
-        let mut injected_mounts = vec![VolumeMount {
-            name: VOLUME_NAME.to_owned(),
-            mount_path: MOUNT_PATH.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }];
-        if settings.tls_secret.is_some() {
-            injected_mounts.push(VolumeMount {
-                name: TLS_VOLUME_NAME.to_owned(),
-                mount_path: TLS_MOUNT_PATH.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-        }
         let mounts = container.volume_mounts.as_deref().unwrap_or_default();
         ops.add(&at("command"), &[VAULT_ENV_COMMAND])?;
         ops.add(&at("args"), &args)?;
-        ops.add(&at("env"), &Chain(&kept, &injected_env))?;
-        ops.add(&at("volumeMounts"), &Chain(mounts, &injected_mounts))?;
+        ops.add_array(&at("env"), &kept, &shared.env)?;
+        ops.add_array(&at("volumeMounts"), mounts, &shared.mounts)?;
         if settings.mutate_probes {
             let probes = [
                 ("livenessProbe", &container.liveness_probe),
@@ -959,20 +943,38 @@ impl Mutator {
 
 // Patch values written straight to JSON (field order as the JSON the patch always had).
 
-/// Serialises as one JSON array: the items of the first slice, then those of the second.
-struct Chain<'a, A, B>(&'a [A], &'a [B]);
+/// What every injected container of a pod gets appended, serialised once per pod: the
+/// webhook's env entries and the vault-env (and TLS) mounts.
+struct SharedItems {
+    env: JsonItems,
+    mounts: JsonItems,
+}
 
-impl<A: serde::Serialize, B: serde::Serialize> serde::Serialize for Chain<'_, A, B> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq as _;
-        let mut seq = serializer.serialize_seq(Some(self.0.len() + self.1.len()))?;
-        for item in self.0 {
-            seq.serialize_element(item)?;
+impl SharedItems {
+    fn new(settings: &PodSettings) -> Result<Self, serde_json::Error> {
+        let env: Vec<NameValue<'_>> = settings
+            .env
+            .iter()
+            .map(|(name, value)| NameValue { name, value })
+            .collect();
+        let mut mounts = vec![VolumeMount {
+            name: VOLUME_NAME.to_owned(),
+            mount_path: MOUNT_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }];
+        if settings.tls_secret.is_some() {
+            mounts.push(VolumeMount {
+                name: TLS_VOLUME_NAME.to_owned(),
+                mount_path: TLS_MOUNT_PATH.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
         }
-        for item in self.1 {
-            seq.serialize_element(item)?;
-        }
-        seq.end()
+        Ok(Self {
+            env: JsonItems::new(&env)?,
+            mounts: JsonItems::new(&mounts)?,
+        })
     }
 }
 
