@@ -602,17 +602,15 @@ fn validate_path(value: &str, path: &str) -> Result<(), ReferenceError> {
         Some("it is empty")
     } else if path.starts_with('/') {
         Some("it starts with `/`")
-    } else if path
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '%' | '\\'))
-    {
+    } else if has_forbidden_char(path) {
         Some("it contains white space, a control character, `?`, `%` or `\\`")
-    } else if path.split('/').any(str::is_empty) {
-        Some("it has an empty segment (`//` or a trailing `/`)")
-    } else if path.split('/').any(|s| s == "." || s == "..") {
-        Some("it has a `.` or `..` segment")
     } else {
-        None
+        // One pass over the segments (the webhook validates every reference of every pod).
+        path.split('/').find_map(|segment| match segment {
+            "" => Some("it has an empty segment (`//` or a trailing `/`)"),
+            "." | ".." => Some("it has a `.` or `..` segment"),
+            _ => None,
+        })
     };
     match reason {
         Some(reason) => Err(ReferenceError::InvalidPath {
@@ -620,6 +618,23 @@ fn validate_path(value: &str, path: &str) -> Result<(), ReferenceError> {
             reason,
         }),
         None => Ok(()),
+    }
+}
+
+/// White space, a control character, `?`, `%` or `\\` anywhere in `path`. Byte checks for
+/// ASCII text; the Unicode definitions only when there is non-ASCII text to apply them to.
+fn has_forbidden_char(path: &str) -> bool {
+    if path.is_ascii() {
+        path.bytes().any(|b| {
+            b.is_ascii_whitespace()
+                // U+000B (vertical tab) is Unicode white space but not `is_ascii_whitespace`;
+                // it is a control character either way.
+                || b.is_ascii_control()
+                || matches!(b, b'?' | b'%' | b'\\')
+        })
+    } else {
+        path.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '%' | '\\'))
     }
 }
 

@@ -811,3 +811,25 @@ fn reference_module_reexports_are_usable() {
         Ok(EnvValue::Secret(_))
     ));
 }
+
+#[test]
+fn parse_path_character_rules_follow_unicode_for_every_ascii_and_sample_char() {
+    // The path check takes a byte fast path for ASCII; it must refuse exactly the characters
+    // the Unicode definitions (white space, control) and the three listed ones name.
+    let samples = (0u8..=0x7f)
+        .map(char::from)
+        .chain(['\u{85}', '\u{a0}', '\u{9f}', '\u{2028}', '\u{3000}', 'é', '語']);
+    for c in samples {
+        if matches!(c, '#' | '/' | '}' | '$') {
+            continue; // grammar delimiters, not path characters
+        }
+        let forbidden = c.is_whitespace() || c.is_control() || matches!(c, '?' | '%' | '\\');
+        for value in [format!("vault:se{c}cret/a#k"), format!("vault:{c}/x#k")] {
+            let refused = matches!(
+                parse(&value),
+                Err(ReferenceError::InvalidPath { reason, .. }) if reason.contains("white space")
+            );
+            assert_eq!(refused, forbidden, "{c:?} in {value:?}");
+        }
+    }
+}
