@@ -816,9 +816,9 @@ fn reference_module_reexports_are_usable() {
 fn parse_path_character_rules_follow_unicode_for_every_ascii_and_sample_char() {
     // The path check takes a byte fast path for ASCII; it must refuse exactly the characters
     // the Unicode definitions (white space, control) and the three listed ones name.
-    let samples = (0u8..=0x7f)
-        .map(char::from)
-        .chain(['\u{85}', '\u{a0}', '\u{9f}', '\u{2028}', '\u{3000}', 'é', '語']);
+    let samples = (0u8..=0x7f).map(char::from).chain([
+        '\u{85}', '\u{a0}', '\u{9f}', '\u{2028}', '\u{3000}', 'é', '語',
+    ]);
     for c in samples {
         if matches!(c, '#' | '/' | '}' | '$') {
             continue; // grammar delimiters, not path characters
