@@ -406,6 +406,16 @@ fn write_certs(dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// Which server goes first in round `index` (true: the webhook): interleaved A/B rounds that
+/// alternate the order, so drift hits both alike.
+fn ab_order(index: u32) -> [bool; 2] {
+    if index.is_multiple_of(2) {
+        [true, false]
+    } else {
+        [false, true]
+    }
+}
+
 /// Runs the admission benchmark and returns its figures.
 ///
 /// # Errors
@@ -461,13 +471,7 @@ async fn run_in(dir: &Path, quick: bool) -> anyhow::Result<Vec<Figure>> {
     let mut webhook_samples = Samples::default();
     let mut noop_samples = Samples::default();
     for index in 0..rounds {
-        // Interleave A/B and alternate which goes first, so drift hits both alike.
-        let order = if index.is_multiple_of(2) {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_webhook in order {
+        for is_webhook in ab_order(index) {
             let (addr, into) = if is_webhook {
                 (webhook.addr, &mut webhook_samples)
             } else {
@@ -496,12 +500,7 @@ async fn run_in(dir: &Path, quick: bool) -> anyhow::Result<Vec<Figure>> {
     let mut rates = [Vec::new(), Vec::new()];
     let mut cpu = [(0.0, 0u64), (0.0, 0u64)];
     for index in 0..rounds {
-        let order = if index.is_multiple_of(2) {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_webhook in order {
+        for is_webhook in ab_order(index) {
             let (server, slot) = if is_webhook {
                 (&webhook, 0)
             } else {
