@@ -130,9 +130,13 @@ pub struct ServerArgs {
     /// Largest review body in bytes (the API server sends at most 3 MiB objects).
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub body_limit_bytes: usize,
-    /// TLS handshake + request header deadline, milliseconds.
+    /// TLS handshake + request head deadline, milliseconds.
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+    /// How long an idle HTTP/1.1 keep-alive connection is kept, milliseconds (longer than the
+    /// API server's 90 s, so that the client closes first).
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub idle_timeout_ms: u64,
     /// Body deadline, milliseconds.
     #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_read_timeout_ms: u64,
@@ -159,6 +163,7 @@ impl ServerArgs {
             key_file: self.tls_private_key_file.clone(),
             body_limit: self.body_limit_bytes,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             tls_reload_interval: Duration::from_millis(self.tls_reload_interval_ms.max(10)),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod annotations;
 pub mod bench;
 pub mod config;
+pub mod deadlines;
 pub mod handler;
 pub mod image;
 pub mod inject;

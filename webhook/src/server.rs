@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::deadlines::Http1Deadlines;
 use crate::handler;
 use crate::mutate::Mutator;
 use crate::telemetry::{Metrics, RejectLabels, ReloadLabels};
@@ -50,8 +51,11 @@ pub struct ServerSettings {
     pub key_file: std::path::PathBuf,
     /// Largest accepted body, bytes.
     pub body_limit: usize,
-    /// TLS handshake and request header deadline.
+    /// TLS handshake and request head deadline (from the head's first byte).
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 keep-alive connection may wait for its next request; longer than
+    /// the API server keeps idle connections (90 s), so that it is the side that closes them.
+    pub idle_timeout: Duration,
     /// Deadline for the whole body once headers are in.
     pub body_read_timeout: Duration,
     /// How often the certificate files are checked.
@@ -73,6 +77,7 @@ impl ServerSettings {
             key_file: key_file.into(),
             body_limit: 3 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             body_read_timeout: Duration::from_secs(10),
             tls_reload_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(25),
@@ -218,10 +223,12 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The head and idle deadlines of HTTP/1.1 are kept by `Http1Deadlines`: hyper's own
+        // header timer also runs on idle keep-alive connections (see `crate::deadlines`).
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(state.settings.header_read_timeout)
+            .header_read_timeout(None)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
@@ -258,12 +265,25 @@ impl Server {
                         return;
                     }
                 };
+                let (idle, header) = (
+                    state.settings.idle_timeout,
+                    state.settings.header_read_timeout,
+                );
                 let service = hyper::service::service_fn(move |request| {
                     let state = Arc::clone(&state);
                     async move { Ok::<_, Infallible>(route(&state, request).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                // HTTP/2 (what the API server negotiates) multiplexes and keeps its connection
+                // itself; anything else is HTTP/1.1 and gets the head and idle deadlines.
+                let result = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let connection = builder.serve_connection(TokioIo::new(tls), service);
+                    watcher.watch(connection.into_owned()).await
+                } else {
+                    let io = Http1Deadlines::new(tls, idle, header);
+                    let connection = builder.serve_connection(TokioIo::new(io), service);
+                    watcher.watch(connection.into_owned()).await
+                };
+                if let Err(error) = result {
                     tracing::debug!(%peer, error = %error, "connection ended with an error");
                 }
             });

@@ -40,11 +40,9 @@ async fn tls_data_symlink_swap_new_connections_see_new_cert_open_one_keeps_worki
     let old_ca = TestCa::new().unwrap();
     let new_ca = TestCa::new().unwrap();
     let mut dir = SecretDir::new(&old_ca);
-    // hyper's header-read timeout also closes idle keep-alive connections; the open connection
-    // must outlive a slow rotation on a loaded machine, so give it more than the tests' 2 s.
-    let mut settings = test_settings(&dir);
-    settings.header_read_timeout = Duration::from_secs(30);
-    let server = TestServer::start(test_mutator(), settings).await;
+    // The open connection waits idle through the rotation: the idle deadline (120 s), not the
+    // tests' 2 s head deadline, applies to it.
+    let server = TestServer::start(test_mutator(), test_settings(&dir)).await;
     let both = default_client(&[&old_ca, &new_ca]);
     let mut open = connect(server.addr, Arc::clone(&both)).await;
     let old_cert = open.peer_cert.clone();
@@ -294,6 +292,66 @@ async fn oversized_post(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_idle_past_head_deadline_is_kept_then_closed_at_idle_deadline() {
+    let ca = TestCa::new().unwrap();
+    let dir = SecretDir::new(&ca);
+    let mut settings = test_settings(&dir);
+    settings.header_read_timeout = Duration::from_millis(300);
+    settings.idle_timeout = Duration::from_millis(1500);
+    let server = TestServer::start(test_mutator(), settings).await;
+    let client = default_client(&[&ca]);
+
+    // Reviews on one connection with pauses longer than the head deadline: all answered.
+    let mut conn = connect(server.addr, Arc::clone(&client)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            conn.review(fixture("pod-basic")).await["response"]["allowed"],
+            true
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+
+    // After an answer, a connection left idle is closed at the idle deadline, not before.
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&client))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let body = fixture("pod-basic");
+    let head = format!(
+        "POST /pods HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut last_data = Instant::now();
+    let closed_after = loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                received.extend_from_slice(&buf[..n]);
+                last_data = Instant::now();
+            }
+            Ok(_) => break last_data.elapsed(),
+            Err(_) => panic!("idle connection still open after 10 s"),
+        }
+    };
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&received[..received.len().min(64)])
+    );
+    assert!(
+        closed_after >= Duration::from_millis(1200),
+        "closed {closed_after:?} after the answer: the head deadline applied to an idle connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
