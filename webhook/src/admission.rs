@@ -17,6 +17,11 @@ use serde_json::value::RawValue;
 /// The two admission API versions the webhook answers.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
+/// The entry of [`API_VERSIONS`] equal to `api_version`, if any.
+pub fn known_api_version(api_version: &str) -> Option<&'static str> {
+    API_VERSIONS.into_iter().find(|v| *v == api_version)
+}
+
 /// An AdmissionReview as sent by the API server, borrowing the object from the body.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,11 +154,6 @@ impl AdmissionResponse {
     /// The JSON Patch as a value, if any.
     pub fn decoded_patch(&self) -> Option<Value> {
         serde_json::from_slice(self.patch.as_ref()?.as_json()).ok()
-    }
-
-    /// Wraps the response in a review of the given API version.
-    pub fn into_review(self, api_version: &str) -> Value {
-        self.to_review(api_version)
     }
 
     /// Wraps a copy of the response in a review of the given API version.
@@ -305,13 +305,8 @@ impl JsonPatch {
     ) -> Result<(), serde_json::Error> {
         self.begin_add(tokens)?;
         self.json.push(b'[');
-        for (index, item) in head.iter().enumerate() {
-            if index > 0 {
-                self.json.push(b',');
-            }
-            serde_json::to_writer(&mut self.json, item)?;
-        }
-        if !head.is_empty() && tail.count > 0 {
+        write_items(&mut self.json, head)?;
+        if !head.is_empty() && !tail.json.is_empty() {
             self.json.push(b',');
         }
         self.json.extend_from_slice(&tail.json);
@@ -354,7 +349,6 @@ impl JsonPatch {
 #[derive(Clone, Debug)]
 pub struct JsonItems {
     json: Vec<u8>,
-    count: usize,
 }
 
 impl JsonItems {
@@ -365,17 +359,20 @@ impl JsonItems {
     /// When an item fails to serialise (not expected for the webhook's types).
     pub fn new<T: Serialize>(items: &[T]) -> Result<Self, serde_json::Error> {
         let mut json = Vec::new();
-        for (index, item) in items.iter().enumerate() {
-            if index > 0 {
-                json.push(b',');
-            }
-            serde_json::to_writer(&mut json, item)?;
-        }
-        Ok(Self {
-            json,
-            count: items.len(),
-        })
+        write_items(&mut json, items)?;
+        Ok(Self { json })
     }
+}
+
+/// Appends `items` as JSON values separated by commas (the inside of an array).
+fn write_items<T: Serialize>(out: &mut Vec<u8>, items: &[T]) -> Result<(), serde_json::Error> {
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, item)?;
+    }
+    Ok(())
 }
 
 /// Builds a JSON Pointer (RFC 6901) from unescaped reference tokens.
@@ -547,7 +544,7 @@ mod tests {
 
     #[test]
     fn into_review_keeps_requested_version() {
-        let review = AdmissionResponse::deny("u", "no").into_review(API_VERSIONS[1]);
+        let review = AdmissionResponse::deny("u", "no").to_review(API_VERSIONS[1]);
         assert_eq!(review["apiVersion"], "admission.k8s.io/v1beta1");
         assert_eq!(review["response"]["status"]["code"], 403);
         assert_eq!(review["response"]["allowed"], false);

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::admission::{API_VERSIONS, AdmissionResponse, AdmissionReview, PatchText};
+use crate::admission::{
+    API_VERSIONS, AdmissionResponse, AdmissionReview, PatchText, known_api_version,
+};
 use crate::mutate::{Decision, Mutator, Outcome};
 
 /// Fields of the request kept for the per-review log line and metrics (no env values).
@@ -79,7 +81,7 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
             );
         }
     };
-    let Some(api_version) = API_VERSIONS.into_iter().find(|v| *v == review.api_version) else {
+    let Some(api_version) = known_api_version(&review.api_version) else {
         return bad_review(
             API_VERSIONS[0],
             format!(
@@ -115,7 +117,8 @@ pub async fn answer(mutator: &Mutator, body: &[u8]) -> Answer {
 }
 
 /// `metadata.generateName` of the raw object, or empty (read for the log line when the
-/// request has no name). Only maps are looked into, as a JSON pointer would.
+/// request has no name). Only maps are looked into, as a JSON pointer would (a derived struct
+/// would also accept an array in place of the metadata map).
 fn raw_generate_name(object: Option<&RawValue>) -> String {
     fn field<'a>(raw: &'a RawValue, name: &str) -> Option<&'a RawValue> {
         let mut fields: HashMap<Cow<'a, str>, &'a RawValue> =
@@ -125,11 +128,7 @@ fn raw_generate_name(object: Option<&RawValue>) -> String {
     object
         .and_then(|object| field(object, "metadata"))
         .and_then(|metadata| field(metadata, "generateName"))
-        .and_then(|name| serde_json::from_str::<Value>(name.get()).ok())
-        .and_then(|name| match name {
-            Value::String(name) => Some(name),
-            _ => None,
-        })
+        .and_then(|name| serde_json::from_str::<String>(name.get()).ok())
         .unwrap_or_default()
 }
 
@@ -153,10 +152,7 @@ pub fn answer_noop(body: &[u8]) -> Answer {
             let response = AdmissionResponse::allow(&uid);
             Answer {
                 http_status: 200,
-                api_version: API_VERSIONS
-                    .into_iter()
-                    .find(|v| *v == api_version)
-                    .unwrap_or(API_VERSIONS[0]),
+                api_version: known_api_version(&api_version).unwrap_or(API_VERSIONS[0]),
                 outcome: Outcome {
                     response,
                     decision: Decision::NotOurs,
@@ -186,5 +182,30 @@ fn bad_review(api_version: &'static str, message: String) -> Answer {
             injected_containers: 0,
         },
         meta: ReviewMeta::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_generate_name_reads_the_string_and_is_empty_otherwise() {
+        let raw =
+            |text: &str| RawValue::from_string(text.to_owned()).unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (
+                r#"{"kind":"Secret","metadata":{"generateName":"db-","x":1}}"#,
+                "db-",
+            ),
+            (r#"{"metadata":{"name":"n"}}"#, ""),
+            (r#"{"metadata":{"generateName":7}}"#, ""),
+            (r#"{"metadata":["generateName"]}"#, ""),
+            (r#"[1,2]"#, ""),
+        ];
+        for (text, want) in cases {
+            assert_eq!(raw_generate_name(Some(&raw(text))), want, "{text}");
+        }
+        assert_eq!(raw_generate_name(None), "");
     }
 }
