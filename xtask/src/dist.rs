@@ -131,6 +131,15 @@ pub fn build(binary: &Binary) -> Result<PathBuf> {
     Ok(dir.join(TARGET).join("dist").join(binary.bin))
 }
 
+/// [`build`] of the [`BINARIES`] entry named `bin`.
+pub fn build_named(bin: &str) -> Result<PathBuf> {
+    let binary = BINARIES
+        .iter()
+        .find(|b| b.bin == bin)
+        .with_context(|| format!("{bin} is not in dist::BINARIES"))?;
+    build(binary)
+}
+
 /// Whether the ELF file at `path` asks for a dynamic loader (a `PT_INTERP` program header).
 fn has_interpreter(path: &Path) -> Result<bool> {
     const PT_INTERP: u32 = 3;

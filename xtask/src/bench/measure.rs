@@ -19,11 +19,7 @@ pub fn static_vault_env() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("XTASK_BENCH_VAULT_ENV") {
         return Ok(PathBuf::from(path));
     }
-    let binary = crate::dist::BINARIES
-        .iter()
-        .find(|b| b.bin == "vault-env")
-        .context("vault-env is not in dist::BINARIES")?;
-    crate::dist::build(binary)
+    crate::dist::build_named("vault-env")
 }
 
 /// Runs `command` to completion with null stdin/stdout, killed after a minute; fails unless

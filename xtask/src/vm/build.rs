@@ -16,8 +16,6 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Dynamically linked host tools copied into the guest with the libraries `ldd` lists:
 /// crun (the higher-fidelity container runtime) and bpftool (to inspect programs in the guest).
 const HOST_BINARIES: &[&str] = &["/usr/bin/crun", "/usr/sbin/bpftool"];
-/// Static Rust binaries are built for this target so build scripts stay dynamic.
-const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// The binaries of one guest.
 pub struct GuestBinaries {
@@ -32,7 +30,7 @@ pub struct GuestBinaries {
 pub fn guest_binaries(layout: &Layout, want_guard: bool) -> Result<GuestBinaries> {
     let probes = probes(&layout.tests.join("probes"), &layout.work.join("probes"))?;
     // The real vault-env or nothing: a stand-in would let the scenarios pass without the product.
-    let vault_env = static_rust(layout, "vault-env", "vault-env").context("building vault-env")?;
+    let vault_env = static_rust("vault-env").context("building vault-env")?;
     if !execs_its_command(&vault_env) {
         bail!(
             "{} does not run its command with no vault: references (VAULT_ADDR={VAULT_ADDR}); \
@@ -41,7 +39,7 @@ pub fn guest_binaries(layout: &Layout, want_guard: bool) -> Result<GuestBinaries
         );
     }
     let guard = if want_guard {
-        match static_rust(layout, "ebpf-guard", "ebpf-guard") {
+        match static_rust("ebpf-guard") {
             Ok(path) => Some(path),
             Err(error) => {
                 println!(
@@ -127,34 +125,12 @@ fn newest_mtime(dir: &Path, extension: &str) -> Result<Option<SystemTime>> {
         .max())
 }
 
-/// `cargo build --release --target x86_64-unknown-linux-gnu` with a static C runtime.
-fn static_rust(layout: &Layout, package: &str, binary: &str) -> Result<PathBuf> {
-    println!("[vm] building static {binary}");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| layout.root.join("target"));
-    let output = crate::test::cargo(&[
-        "build",
-        "--release",
-        "--target",
-        TARGET,
-        "-p",
-        package,
-        "--bin",
-        binary,
-    ])
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
-    .output()
-    .context("running cargo build")?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
-        bail!(
-            "cargo build -p {package} failed:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    Ok(target_dir.join(TARGET).join("release").join(binary))
+/// The shipped static binary (`cargo xtask dist`'s build: `dist` profile, `+crt-static`,
+/// stripped), so that the guest runs exactly what the images ship, and a build another step
+/// already made (the chroot test, bench) is reused.
+fn static_rust(binary: &str) -> Result<PathBuf> {
+    println!("[vm] building static {binary} (dist profile)");
+    crate::dist::build_named(binary)
 }
 
 /// The `VAULT_ADDR` simulated pods get (nothing listens there: no `vault:` references).

@@ -1,7 +1,7 @@
 //! `cargo xtask vm-test`: proves the ebpf-guard in a real kernel.
 //!
-//! Builds the static guest binaries (C probes with `gcc -static`, `vault-env` and the guard agent
-//! with `+crt-static`), packs them with busybox-static and the scenario scripts of
+//! Builds the static guest binaries (C probes with `gcc -static`; `vault-env` and the guard
+//! agent as `cargo xtask dist` ships them), packs them with busybox-static and the scenario scripts of
 //! `ebpf-guard/tests/vm/` into an initramfs, boots Debian's cloud kernel in QEMU (TCG) with the
 //! BPF LSM enabled, and reads the results back from the serial console. The selected scenarios
 //! run in one boot per guest clock: real time for the enforcement tests, and a second boot with
@@ -88,7 +88,6 @@ impl Clock {
 
 /// Paths the harness works with.
 pub struct Layout {
-    pub root: PathBuf,
     /// `ebpf-guard/tests/vm`: the guest-side sources.
     pub tests: PathBuf,
     /// `target/vm`: kernel cache, built probes, initramfs, console logs.
@@ -100,7 +99,6 @@ pub fn run(args: &Args) -> Result<()> {
     let layout = Layout {
         tests: root.join("ebpf-guard/tests/vm"),
         work: root.join("target/vm"),
-        root,
     };
     fs::create_dir_all(&layout.work)
         .with_context(|| format!("creating {}", layout.work.display()))?;
